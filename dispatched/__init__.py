@@ -1,0 +1,125 @@
+"""Dispatched: background jobs over webhooks. ``create_app`` builds the Flask application."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from config import BASE_DIR, Config
+
+__version__ = "0.1.0"
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config_class: type[Config] = Config, **overrides: Any) -> Flask:
+    """Build the app from ``config_class`` (plus keyword overrides, handy in tests)."""
+    app = Flask(
+        __name__,
+        instance_path=str(BASE_DIR / "instance"),
+        template_folder=str(BASE_DIR / "templates"),
+        static_folder=str(BASE_DIR / "static"),
+    )
+    app.config.from_object(config_class)
+    app.config.update(overrides)
+    check_config(app)
+    configure_logging(app)
+    if not app.config["REDIS_URL"]:
+        from .embedded import start_redis
+
+        app.config["REDIS_URL"] = start_redis(app.instance_path)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def check_config(app: Flask) -> None:
+    """Refuse to start in production with unsafe settings."""
+    if app.config["ENV"] == "production" and not app.config["SECRET_KEY"]:
+        raise RuntimeError("SECRET_KEY must be set when DISPATCHED_ENV=production")
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = "dev-only-insecure-secret-key"
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if app.config["DEFAULT_PLAN"] not in app.config["PLANS"]:
+        raise RuntimeError(f"DEFAULT_PLAN {app.config['DEFAULT_PLAN']!r} is not a configured plan")
+
+
+def configure_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=app.config["LOG_LEVEL"],
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+
+def limiter_storage_uri(redis_url: str) -> str:
+    """Translate a redis-py URL into the ``limits`` storage notation."""
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+def register_extensions(app: Flask) -> None:
+    from . import scheduling
+    from .extensions import db, limiter, migrate
+
+    app.config.setdefault("RATELIMIT_STORAGE_URI", limiter_storage_uri(app.config["REDIS_URL"]))
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
+    )
+
+    # Registered before the limiter so it runs after it (after_request runs in reverse order):
+    # the limiter writes Retry-After on every response; keep it where it means something.
+    @app.after_request
+    def _retry_after_only_when_refused(response):  # type: ignore[no-untyped-def]
+        if response.status_code not in (429, 503):
+            response.headers.pop("Retry-After", None)
+        return response
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
+    limiter.init_app(app)
+    scheduling.init_app(app)
+    app.json.sort_keys = False  # keep the user's payload in the order they sent it
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    """WAL + a busy timeout let web, worker and scheduler processes share one SQLite file."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def register_blueprints(app: Flask) -> None:
+    from . import ops
+    from .api import bp as api_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(ops.bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from .api.errors import register_errorhandlers as register_api_errors
+
+    register_api_errors(app)
+
+
+def register_commands(app: Flask) -> None:
+    from .cli import admin
+
+    app.cli.add_command(admin)

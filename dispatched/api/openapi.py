@@ -1,0 +1,358 @@
+"""The OpenAPI 3.1 description of the API, served at ``/api/openapi.json``.
+
+Tests drive a property-based fuzzer (schemathesis) from this document, so it must say
+exactly what the routes accept and answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+
+from .. import __version__
+from ..models import JobStatus
+from . import bp
+
+TIMESTAMP = {"type": "string", "format": "date-time"}
+NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
+ERROR_CODES = [
+    "BAD_REQUEST",
+    "UNAUTHORIZED",
+    "NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "CONFLICT",
+    "PAYLOAD_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "RATE_LIMITED",
+    "LIMIT_REACHED",
+    "INTERNAL_ERROR",
+]
+RATE_HEADERS = {
+    "X-RateLimit-Limit": {"schema": {"type": "string"}, "description": "Requests per window."},
+    "X-RateLimit-Remaining": {"schema": {"type": "string"}},
+    "X-RateLimit-Reset": {"schema": {"type": "string"}, "description": "Unix time of reset."},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "data"],
+        "properties": {
+            "error": {"type": "string", "enum": ERROR_CODES},
+            "data": {
+                "type": "object",
+                "required": ["message"],
+                "properties": {"message": {"type": "string"}},
+            },
+        },
+    },
+    "DispatchRequest": {
+        "type": "object",
+        "required": ["payload"],
+        "properties": {
+            "payload": {"type": "object", "description": "Any JSON object, sent to your webhook."},
+            "scheduleFor": {
+                **NULLABLE_TIMESTAMP,
+                "description": "When to deliver (ISO-8601; naive = UTC; past/absent = now; "
+                "at most 365 days ahead).",
+            },
+            "scheduledFor": {**NULLABLE_TIMESTAMP, "description": "Alias of scheduleFor."},
+            "maxRetries": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Retries after the first attempt; capped by the plan; "
+                "absent = the plan's cap.",
+            },
+        },
+    },
+    "DispatchResponse": {
+        "type": "object",
+        "required": ["jobId", "status", "scheduledFor", "maxRetries", "createdAt"],
+        "properties": {
+            "jobId": {"type": "string", "pattern": "^job_[A-Za-z0-9]+$"},
+            "status": {"type": "string", "enum": list(JobStatus.ALL)},
+            "scheduledFor": TIMESTAMP,
+            "maxRetries": {"type": "integer", "minimum": 0},
+            "createdAt": TIMESTAMP,
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": [
+            "jobId",
+            "status",
+            "payload",
+            "scheduledFor",
+            "createdAt",
+            "updatedAt",
+            "maxRetries",
+            "attempts",
+            "nextAttemptAt",
+            "completedAt",
+            "cancelledAt",
+            "lastError",
+        ],
+        "properties": {
+            "jobId": {"type": "string"},
+            "status": {"type": "string", "enum": list(JobStatus.ALL)},
+            "payload": {"type": "object"},
+            "scheduledFor": TIMESTAMP,
+            "createdAt": TIMESTAMP,
+            "updatedAt": TIMESTAMP,
+            "maxRetries": {"type": "integer", "minimum": 0},
+            "attempts": {"type": "integer", "minimum": 0, "description": "Attempts made."},
+            "nextAttemptAt": NULLABLE_TIMESTAMP,
+            "completedAt": NULLABLE_TIMESTAMP,
+            "cancelledAt": NULLABLE_TIMESTAMP,
+            "lastError": {"type": ["string", "null"]},
+        },
+    },
+    "JobList": {
+        "type": "object",
+        "required": ["jobs", "nextCursor"],
+        "properties": {
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+            "nextCursor": {"type": ["string", "null"]},
+        },
+    },
+    "Cancelled": {
+        "type": "object",
+        "required": ["jobId", "status"],
+        "properties": {"jobId": {"type": "string"}, "status": {"const": "CANCELLED"}},
+    },
+    "RescheduleRequest": {
+        "type": "object",
+        "required": ["scheduledFor"],
+        "properties": {
+            "scheduledFor": {
+                **NULLABLE_TIMESTAMP,
+                "description": "New delivery time; null or past = now.",
+            }
+        },
+    },
+    "Attempt": {
+        "type": "object",
+        "required": ["attemptId", "attemptNumber", "startedAt", "outcome"],
+        "properties": {
+            "attemptId": {"type": "string"},
+            "attemptNumber": {"type": "integer", "minimum": 1},
+            "startedAt": TIMESTAMP,
+            "finishedAt": NULLABLE_TIMESTAMP,
+            "durationMs": {"type": ["integer", "null"]},
+            "httpStatus": {"type": ["integer", "null"]},
+            "outcome": {"type": ["string", "null"]},
+            "error": {"type": ["string", "null"]},
+            "responseExcerpt": {"type": ["string", "null"]},
+        },
+    },
+    "AttemptList": {
+        "type": "object",
+        "required": ["jobId", "attempts"],
+        "properties": {
+            "jobId": {"type": "string"},
+            "attempts": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}},
+        },
+    },
+    "Usage": {
+        "type": "object",
+        "required": ["plan", "jobsThisMonth", "limit", "daysUntilReset", "rateLimit"],
+        "properties": {
+            "plan": {"type": "string"},
+            "jobsThisMonth": {"type": "integer", "minimum": 0},
+            "limit": {"type": ["integer", "null"], "description": "null = unlimited"},
+            "daysUntilReset": {"type": "integer", "minimum": 1},
+            "resetsAt": TIMESTAMP,
+            "rateLimit": {
+                "type": "object",
+                "required": ["requestsPerMinute"],
+                "properties": {"requestsPerMinute": {"type": "integer"}},
+            },
+        },
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": RATE_HEADERS,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+COMMON_ERRORS = {
+    "401": _error("Missing, unknown or revoked API key."),
+    "429": _error("RATE_LIMITED (per-team request rate, with Retry-After)."),
+}
+JOB_ID = {
+    "name": "jobId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+PATHS: dict[str, Any] = {
+    "/api/jobs/dispatch": {
+        "post": {
+            "operationId": "dispatchJob",
+            "summary": "Create a job: deliver its payload to the project's webhook now or later.",
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "description": "A repeat within 24 h returns the original job with 200.",
+                }
+            ],
+            "requestBody": _body("DispatchRequest"),
+            "responses": {
+                "201": _ok("Job accepted.", "DispatchResponse"),
+                "200": _ok("Idempotent repeat: the original job.", "DispatchResponse"),
+                "400": _error("Invalid body (the message names the field)."),
+                "413": _error("Payload larger than the plan allows."),
+                "415": _error("Content-Type is not application/json."),
+                **COMMON_ERRORS,
+                "429": _error("RATE_LIMITED, or LIMIT_REACHED when the monthly quota is used."),
+            },
+        }
+    },
+    "/api/jobs": {
+        "get": {
+            "operationId": "listJobs",
+            "summary": "List the project's jobs, newest first.",
+            "parameters": [
+                {
+                    "name": "status",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": list(JobStatus.ALL)},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                },
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": _ok("A page of jobs.", "JobList"),
+                "400": _error("Bad status, limit or cursor."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/jobs/{jobId}": {
+        "parameters": [JOB_ID],
+        "get": {
+            "operationId": "getJob",
+            "summary": "Read a job.",
+            "responses": {
+                "200": _ok("The job.", "Job"),
+                "404": _error("No such job in this project."),
+                **COMMON_ERRORS,
+            },
+        },
+        "delete": {
+            "operationId": "cancelJob",
+            "summary": "Cancel a QUEUED job.",
+            "responses": {
+                "200": _ok("Cancelled.", "Cancelled"),
+                "404": _error("No such job in this project."),
+                "409": _error("Job is not in QUEUED status."),
+                **COMMON_ERRORS,
+            },
+        },
+        "patch": {
+            "operationId": "rescheduleJob",
+            "summary": "Move a QUEUED job's delivery time (null = now).",
+            "requestBody": _body("RescheduleRequest"),
+            "responses": {
+                "200": _ok("The rescheduled job.", "Job"),
+                "400": _error("Invalid body."),
+                "404": _error("No such job in this project."),
+                "409": _error("Job is not in QUEUED status."),
+                "415": _error("Content-Type is not application/json."),
+                **COMMON_ERRORS,
+            },
+        },
+    },
+    "/api/jobs/{jobId}/attempts": {
+        "parameters": [JOB_ID],
+        "get": {
+            "operationId": "listAttempts",
+            "summary": "The job's delivery attempts, oldest first.",
+            "responses": {
+                "200": _ok("The attempt log.", "AttemptList"),
+                "404": _error("No such job in this project."),
+                **COMMON_ERRORS,
+            },
+        },
+    },
+    "/api/jobs/{jobId}/replay": {
+        "parameters": [JOB_ID],
+        "post": {
+            "operationId": "replayJob",
+            "summary": "Deliver a FAILED job again, with a fresh retry budget.",
+            "responses": {
+                "200": _ok("The job, QUEUED again.", "Job"),
+                "404": _error("No such job in this project."),
+                "409": _error("Job is not in FAILED status."),
+                **COMMON_ERRORS,
+            },
+        },
+    },
+    "/api/usage": {
+        "get": {
+            "operationId": "getUsage",
+            "summary": "This month's usage against the team's plan.",
+            "responses": {"200": _ok("Usage.", "Usage"), **COMMON_ERRORS},
+        }
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Dispatched API",
+            "version": __version__,
+            "description": "Background jobs over webhooks. Every error is "
+            '`{"error": CODE, "data": {"message": ...}}`.',
+        },
+        "servers": [{"url": current_app.config["PUBLIC_URL"]}],
+        "security": [{"apiKey": []}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (disp_k1_…); it selects the project.",
+                }
+            },
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    return document()

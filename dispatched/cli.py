@@ -1,0 +1,161 @@
+"""Admin CLI: ``flask --app wsgi admin …`` (DESIGN.md §8), usable from scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import sqlalchemy as sa
+from flask import current_app
+
+from . import keys, teams
+from .errors import ServiceError
+from .extensions import db
+from .models import ApiKey, Project, User
+
+DEMO_TEAM = "Demo team"
+DEMO_EMAIL = "demo@example.com"
+DEMO_PASSWORD = "demo-password"
+DEMO_KEY_LABEL = "demo (dev run)"
+
+
+@click.group()
+def admin() -> None:
+    """Manage teams, users, keys and plans."""
+
+
+def _fail(exc: ServiceError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    sys.exit(1)
+
+
+@admin.command("create-team")
+@click.argument("name")
+@click.option("--plan", default=None, help="Plan name (free, pro, scale, or a configured one).")
+@click.option("--webhook-url", default=None, help="Webhook URL of the default project.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def create_team(name: str, plan: str | None, webhook_url: str | None, as_json: bool) -> None:
+    """Create a team with project "default" and a first API key."""
+    try:
+        created = teams.create_team(name, plan or current_app.config["DEFAULT_PLAN"], webhook_url)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    info = {
+        "team": {"id": created.team.id, "name": created.team.name, "plan": created.team.plan},
+        "project": {
+            "id": created.project.id,
+            "name": created.project.name,
+            "webhookUrl": created.project.webhook_url,
+        },
+        "apiKey": created.api_key,
+        "webhookSecret": created.project.webhook_secret,
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"team      {created.team.name} (id {created.team.id}, plan {created.team.plan})")
+    click.echo(f"project   default (id {created.project.id})")
+    click.echo(f"api key   {created.api_key}   (shown once, store it now)")
+    click.echo(f"secret    {created.project.webhook_secret}")
+
+
+@admin.command("create-key")
+@click.argument("team")
+@click.option("--project", "project_name", default="default", show_default=True)
+@click.option("--label", default="cli", show_default=True)
+def create_key(team: str, project_name: str, label: str) -> None:
+    """Create an API key for a team's project and print the token (shown once)."""
+    try:
+        team_row = teams.find_team(team)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    project = db.session.execute(
+        sa.select(Project).where(Project.team_id == team_row.id, Project.name == project_name)
+    ).scalar_one_or_none()
+    if project is None:
+        click.echo(f"error: team {team!r} has no project {project_name!r}", err=True)
+        sys.exit(1)
+    _, token = keys.create_key(project, label)
+    db.session.commit()
+    click.echo(token)
+
+
+@admin.command("create-user")
+@click.argument("email")
+@click.argument("team")
+@click.option("--password-stdin/--prompt", default=True, help="Read the password from stdin.")
+def create_user(email: str, team: str, password_stdin: bool) -> None:
+    """Create a dashboard user of TEAM; the password is read from stdin."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = teams.create_user(email, password, teams.find_team(team))
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    click.echo(f"user {user.email} (id {user.id}) created in team {user.team.name}")
+
+
+@admin.command("set-plan")
+@click.argument("team")
+@click.argument("plan")
+def set_plan(team: str, plan: str) -> None:
+    """Move TEAM to PLAN."""
+    try:
+        team_row = teams.find_team(team)
+        teams.set_plan(team_row, plan)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    click.echo(f"team {team_row.name} is now on plan {plan}")
+
+
+@admin.command("seed-demo")
+@click.option("--webhook-url", default=None, help="Defaults to the built-in echo receiver.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def seed_demo(webhook_url: str | None, as_json: bool) -> None:
+    """Create (once) the demo team, user and project; print a fresh demo API key.
+
+    Running it again keeps the data and replaces the previous demo key.
+    """
+    public_url = current_app.config["PUBLIC_URL"].rstrip("/")
+    webhook_url = webhook_url or f"{public_url}/dev/echo"
+    user = db.session.execute(sa.select(User).where(User.email == DEMO_EMAIL)).scalar_one_or_none()
+    if user is None:
+        created = teams.create_team(DEMO_TEAM, "pro", None)
+        created.project.webhook_url = webhook_url
+        db.session.commit()
+        teams.create_user(DEMO_EMAIL, DEMO_PASSWORD, created.team)
+        project = created.project
+    else:
+        project = user.team.projects[0]
+    # Replace the previous demo key so exactly one printed key is live.
+    for key in db.session.execute(
+        sa.select(ApiKey).where(ApiKey.project_id == project.id, ApiKey.label == DEMO_KEY_LABEL)
+    ).scalars():
+        keys.revoke(key.id, [project.id])
+    _, token = keys.create_key(project, DEMO_KEY_LABEL)
+    db.session.commit()
+    info = {
+        "dashboard": f"{public_url}/",
+        "login": {"email": DEMO_EMAIL, "password": DEMO_PASSWORD},
+        "apiKey": token,
+        "webhookUrl": project.webhook_url,
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    curl = (
+        f"curl -s -X POST {public_url}/api/jobs/dispatch -H 'Authorization: Bearer {token}' "
+        '-H \'Content-Type: application/json\' -d \'{"payload": {"hello": "world"}}\''
+    )
+    click.echo(f"  Dashboard : {public_url}/")
+    click.echo(f"  Login     : {DEMO_EMAIL} / {DEMO_PASSWORD}")
+    click.echo(f"  API key   : {token}")
+    click.echo(f"  Webhook   : {project.webhook_url}")
+    click.echo(f"  Try it    : {curl}")

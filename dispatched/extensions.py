@@ -1,0 +1,31 @@
+"""Unbound Flask extensions, bound to the app in ``create_app`` with ``init_app``."""
+
+from __future__ import annotations
+
+from flask import g
+from flask_limiter import Limiter
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _rate_limit_key() -> str:
+    """Rate-limit per team: every key of a team shares one budget (DESIGN.md §5)."""
+    team_id = g.get("team_id")
+    return f"team:{team_id}" if team_id is not None else "anonymous"
+
+
+# expire_on_commit=False: services refresh explicitly after a CAS, and a response can be built
+# from the object as it was committed without another SELECT.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+migrate = Migrate()
+limiter = Limiter(
+    key_func=_rate_limit_key,
+    headers_enabled=True,
+    in_memory_fallback_enabled=True,
+    retry_after="delta-seconds",
+)

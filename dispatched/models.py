@@ -1,0 +1,173 @@
+"""The SQL data model (DESIGN.md §3). SQL is the source of truth; Redis is only transport."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Store UTC datetimes (naive in SQLite, ``timestamptz`` in Postgres); load them aware."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given for a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus:
+    """Job states (DESIGN.md §4)."""
+
+    QUEUED = "QUEUED"
+    DISPATCHED = "DISPATCHED"
+    STARTED = "STARTED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    ALL = (QUEUED, DISPATCHED, STARTED, COMPLETED, FAILED, CANCELLED)
+    TERMINAL = (COMPLETED, FAILED, CANCELLED)
+
+
+class Team(db.Model):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(120))
+    plan: Mapped[str] = mapped_column(sa.String(40), default="free")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+
+    projects: Mapped[list[Project]] = relationship(back_populates="team", order_by="Project.id")
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    team_id: Mapped[int] = mapped_column(sa.ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+
+    team: Mapped[Team] = relationship()
+
+
+class Project(db.Model):
+    __tablename__ = "projects"
+    __table_args__ = (sa.UniqueConstraint("team_id", "name", name="uq_projects_team_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(sa.ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(sa.String(80))
+    webhook_url: Mapped[str | None] = mapped_column(sa.Text)
+    webhook_secret: Mapped[str] = mapped_column(sa.String(120))
+    previous_webhook_secret: Mapped[str | None] = mapped_column(sa.String(120))
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    send_bearer_secret: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+
+    team: Mapped[Team] = relationship(back_populates="projects")
+
+
+class ApiKey(db.Model):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(sa.String(120))
+    prefix: Mapped[str] = mapped_column(sa.String(20))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    project: Mapped[Project] = relationship()
+
+
+class Job(db.Model):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # Listing newest-first per project, and keyset paging on (created_at, id).
+        sa.Index("ix_jobs_project_created", "project_id", "created_at", "id"),
+        sa.Index("ix_jobs_project_status_created", "project_id", "status", "created_at", "id"),
+        # The reconciler scans live jobs by status.
+        sa.Index("ix_jobs_status_next_attempt", "status", "next_attempt_at"),
+        sa.UniqueConstraint("project_id", "idempotency_key", name="uq_jobs_project_idem"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(sa.String(16), default=JobStatus.QUEUED)
+    payload: Mapped[Any] = mapped_column(sa.JSON)
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_retries: Mapped[int] = mapped_column(sa.Integer)
+    #: Attempts made over the job's whole life (attempt numbers keep counting after a replay).
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: Value of ``attempts`` when the current retry budget started (0, or at the last replay).
+    retry_base: Mapped[int] = mapped_column(sa.Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    project: Mapped[Project] = relationship()
+
+    @property
+    def next_attempt_number(self) -> int:
+        return self.attempts + 1
+
+
+class Attempt(db.Model):
+    __tablename__ = "attempts"
+    __table_args__ = (sa.UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(sa.Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None] = mapped_column(sa.Integer)
+    http_status: Mapped[int | None] = mapped_column(sa.Integer)
+    response_excerpt: Mapped[str | None] = mapped_column(sa.Text)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    #: success | http_error | timeout | connection_error | refused | worker_lost
+    outcome: Mapped[str | None] = mapped_column(sa.String(32))
+
+
+class MonthlyUsage(db.Model):
+    """Jobs created per team per UTC month: the quota counter, incremented with a CAS."""
+
+    __tablename__ = "monthly_usage"
+
+    team_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    month: Mapped[str] = mapped_column(sa.String(7), primary_key=True)
+    jobs: Mapped[int] = mapped_column(sa.Integer, default=0)

@@ -1,0 +1,209 @@
+"""The only code that talks to RQ and rq-scheduler.
+
+Callers ask for "deliver attempt N of job X now / at time T / never mind"; this module turns
+that into RQ jobs. Each attempt gets its own RQ job id ``<jobId>-<attemptNumber>`` so a retry
+scheduled while the previous attempt's RQ job is still finishing never collides with it.
+Tasks are enqueued by dotted name, so nothing here imports the task modules.
+
+Swapping rq-scheduler for RQ's built-in scheduler later means changing this file only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from flask import Flask, current_app
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
+from rq.registry import StartedJobRegistry
+from rq_scheduler import Scheduler
+
+from . import clock
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "dispatched.delivery.deliver"
+#: Keep failed RQ jobs (a bug in the task, not a failed delivery) for a week for inspection.
+FAILURE_TTL = 7 * 24 * 3600
+
+
+class TransportUnavailable(Exception):
+    """Redis could not be reached; the DB still holds the job and the reconciler will retry."""
+
+
+def init_app(app: Flask) -> None:
+    """Create the app's Redis connection from ``REDIS_URL`` (no I/O happens here)."""
+    app.extensions["dispatched.redis"] = redis_from_url(app.config["REDIS_URL"])
+
+
+def redis_from_url(url: str) -> Redis:
+    """Return a raw (bytes) Redis client with short timeouts, as RQ needs."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=1,
+        socket_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+def connection() -> Redis:
+    return current_app.extensions["dispatched.redis"]
+
+
+def queue_name() -> str:
+    return current_app.config["DELIVERY_QUEUE"]
+
+
+def rq_job_id(job_id: str, attempt: int) -> str:
+    return f"{job_id}-{attempt}"
+
+
+def parse_rq_job_id(rq_id: str) -> tuple[str, int] | None:
+    """Split ``<jobId>-<attempt>`` back into its parts (None if it is not one of ours)."""
+    job_id, _, attempt = rq_id.rpartition("-")
+    return (job_id, int(attempt)) if job_id and attempt.isdigit() else None
+
+
+def _queue(conn: Redis | None = None) -> Queue:
+    return Queue(queue_name(), connection=conn or connection())
+
+
+def _scheduler(conn: Redis | None = None) -> Scheduler:
+    return Scheduler(queue_name=queue_name(), connection=conn or connection())
+
+
+def enqueue_now(job_id: str, attempt: int, timeout: int) -> None:
+    """Put attempt ``attempt`` of ``job_id`` on the delivery queue.
+
+    Raises:
+        TransportUnavailable: Redis is unreachable.
+    """
+    try:
+        _queue().enqueue(
+            DELIVER_TASK,
+            job_id,
+            attempt,
+            job_id=rq_job_id(job_id, attempt),
+            job_timeout=timeout + 30,
+            result_ttl=0,
+            failure_ttl=FAILURE_TTL,
+            description=f"deliver {job_id} attempt {attempt}",
+        )
+    except RedisError as exc:
+        raise TransportUnavailable(str(exc)) from exc
+
+
+def schedule_at(job_id: str, attempt: int, when: datetime, timeout: int) -> None:
+    """Register attempt ``attempt`` of ``job_id`` with rq-scheduler for ``when``.
+
+    rq-scheduler keeps whole seconds and fires anything whose second has come, so the time is
+    rounded *up*: an attempt may start a fraction late, never early.
+
+    Raises:
+        TransportUnavailable: Redis is unreachable.
+    """
+    try:
+        scheduler = _scheduler()
+        rq_id = rq_job_id(job_id, attempt)
+        scheduler.cancel(rq_id)
+        scheduler.enqueue_at(
+            clock.ceil_second(when),
+            DELIVER_TASK,
+            job_id,
+            attempt,
+            job_id=rq_id,
+            timeout=timeout + 30,
+            job_result_ttl=0,
+            queue_name=queue_name(),
+            job_description=f"deliver {job_id} attempt {attempt}",
+        )
+    except RedisError as exc:
+        raise TransportUnavailable(str(exc)) from exc
+
+
+def unschedule(job_id: str, attempt: int) -> None:
+    """Remove attempt ``attempt`` of ``job_id`` from rq-scheduler and the queue, if present.
+
+    Raises:
+        TransportUnavailable: Redis is unreachable.
+    """
+    rq_id = rq_job_id(job_id, attempt)
+    try:
+        conn = connection()
+        _scheduler(conn).cancel(rq_id)
+        _queue(conn).remove(rq_id)
+        with contextlib.suppress(NoSuchJobError):
+            RQJob.fetch(rq_id, connection=conn).delete(remove_from_queue=False)
+    except RedisError as exc:
+        raise TransportUnavailable(str(exc)) from exc
+
+
+def scheduled_time(job_id: str, attempt: int) -> datetime | None:
+    """Return when rq-scheduler will release this attempt, or None if it is not scheduled."""
+    score = connection().zscore(Scheduler.scheduled_jobs_key, rq_job_id(job_id, attempt))
+    return None if score is None else datetime.fromtimestamp(score, tz=clock.utcnow().tzinfo)
+
+
+def queued_ids() -> list[str]:
+    """Return the RQ job ids waiting on the delivery queue."""
+    return _queue().get_job_ids()
+
+
+def holds(job_id: str, attempt: int) -> bool:
+    """Whether Redis will still run this attempt: scheduled, queued or being worked on."""
+    conn = connection()
+    rq_id = rq_job_id(job_id, attempt)
+    if conn.zscore(Scheduler.scheduled_jobs_key, rq_id) is not None:
+        return conn.exists(RQJob.key_for(rq_id)) == 1
+    if conn.exists(RQJob.key_for(rq_id)) != 1:
+        return False
+    queue = _queue(conn)
+    if queue.get_job_position(rq_id) is not None:
+        return True
+    return rq_id in StartedJobRegistry(queue=queue).get_job_ids()
+
+
+def ping() -> None:
+    """Raise TransportUnavailable unless Redis answers."""
+    try:
+        connection().ping()
+    except RedisError as exc:
+        raise TransportUnavailable(str(exc)) from exc
+
+
+class DispatchScheduler(Scheduler):
+    """rq-scheduler that asks the job service before releasing each due attempt.
+
+    ``on_due(job_id, attempt)`` returns True to release the attempt to the queue (the service
+    has made the QUEUED→DISPATCHED transition), False to drop it (cancelled, superseded), or
+    a datetime to hold it until then (the job was rescheduled later than Redis knew).
+    """
+
+    def __init__(self, *args: Any, on_due: Callable[[str, int], bool | datetime], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._on_due = on_due
+
+    def enqueue_job(self, job: RQJob) -> None:
+        parsed = parse_rq_job_id(job.id)
+        if parsed is None:
+            super().enqueue_job(job)
+            return
+        decision = self._on_due(*parsed)
+        if decision is True:
+            super().enqueue_job(job)
+        elif decision is False:
+            self.connection.zrem(self.scheduled_jobs_key, job.id)
+            job.delete(remove_from_queue=False)
+        else:
+            self.connection.zadd(
+                self.scheduled_jobs_key,
+                {job.id: int(clock.ceil_second(decision).timestamp())},
+            )

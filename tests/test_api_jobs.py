@@ -1,0 +1,244 @@
+"""Success paths of every job route, and what Redis holds after each call."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from rq.job import Job as RQJob
+
+from dispatched.clock import parse_iso
+
+SCHEDULED = "rq:scheduler:scheduled_jobs"
+QUEUE = "rq:queue:dispatched"
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def dispatch(client, team, body=None, **kwargs):
+    body = body if body is not None else {"payload": {"hello": "world"}}
+    return client.post("/api/jobs/dispatch", json=body, headers=team.headers, **kwargs)
+
+
+def queued_ids(redis) -> list[str]:
+    return [x.decode() for x in redis.lrange(QUEUE, 0, -1)]
+
+
+def scheduled(redis) -> dict[str, float]:
+    return {k.decode(): v for k, v in redis.zrange(SCHEDULED, 0, -1, withscores=True)}
+
+
+def test_dispatch_now_enqueues_attempt_one(client, team, redis):
+    before = datetime.now(UTC)
+    r = dispatch(client, team, {"payload": {"order": 42, "items": [1, 2]}, "maxRetries": 2})
+    assert r.status_code == 201
+    body = r.json
+    assert set(body) == {"jobId", "status", "scheduledFor", "maxRetries", "createdAt"}
+    assert body["jobId"].startswith("job_")
+    assert body["status"] == "QUEUED"
+    assert body["maxRetries"] == 2
+    assert before - timedelta(seconds=1) <= parse_iso(body["scheduledFor"]) <= datetime.now(UTC)
+
+    # Redis: attempt 1 is on the delivery queue, nothing is scheduled.
+    rq_id = f"{body['jobId']}-1"
+    assert queued_ids(redis) == [rq_id]
+    assert scheduled(redis) == {}
+    rq_job = RQJob.fetch(rq_id, connection=redis)
+    assert rq_job.func_name == "dispatched.delivery.deliver"
+    assert rq_job.args == (body["jobId"], 1)
+
+    job = client.get(f"/api/jobs/{body['jobId']}", headers=team.headers).json
+    assert job["status"] == "DISPATCHED"
+    assert job["payload"] == {"order": 42, "items": [1, 2]}
+    assert job["attempts"] == 0 and job["lastError"] is None and job["completedAt"] is None
+
+
+def test_dispatch_later_registers_with_scheduler_rounded_up(client, team, redis):
+    when = datetime.now(UTC) + timedelta(minutes=10, milliseconds=300)
+    r = dispatch(client, team, {"payload": {}, "scheduleFor": iso(when)})
+    assert r.status_code == 201
+    job_id = r.json["jobId"]
+    assert abs(parse_iso(r.json["scheduledFor"]) - when) < timedelta(milliseconds=2)
+
+    assert queued_ids(redis) == []
+    # Whole seconds, rounded up: never released before its time.
+    assert scheduled(redis) == {f"{job_id}-1": math.ceil(when.timestamp())}
+    job = client.get(f"/api/jobs/{job_id}", headers=team.headers).json
+    assert job["status"] == "QUEUED"
+    assert parse_iso(job["nextAttemptAt"]) == parse_iso(job["scheduledFor"])
+
+
+def test_scheduled_for_alias_and_offsets(client, team, redis):
+    when = datetime.now(UTC) + timedelta(hours=2)
+    offset = when.astimezone(datetime.now().astimezone().tzinfo).isoformat()
+    r = dispatch(client, team, {"payload": {}, "scheduledFor": when.strftime("%Y-%m-%dT%H:%M:%S")})
+    assert r.status_code == 201, r.json
+    # A naive time is UTC.
+    assert parse_iso(r.json["scheduledFor"]) == when.replace(microsecond=0)
+    r = dispatch(client, team, {"payload": {}, "scheduleFor": offset})
+    assert r.status_code == 201
+    assert abs(parse_iso(r.json["scheduledFor"]) - when) < timedelta(milliseconds=1)
+    r = dispatch(client, team, {"payload": {}, "scheduleFor": "2026-01-01T10:00:00+05:30"})
+    assert r.status_code == 201  # past → now
+    assert parse_iso(r.json["scheduledFor"]) > datetime(2026, 1, 1, 4, 30, tzinfo=UTC)
+    assert len(queued_ids(redis)) == 1 and len(scheduled(redis)) == 2
+
+
+def test_max_retries_defaults_to_and_is_capped_by_plan(client, make_team):
+    free, scale = make_team("free"), make_team("scale")
+    assert dispatch(client, free).json["maxRetries"] == 3
+    assert dispatch(client, free, {"payload": {}, "maxRetries": 50}).json["maxRetries"] == 3
+    assert dispatch(client, free, {"payload": {}, "maxRetries": 0}).json["maxRetries"] == 0
+    assert dispatch(client, scale, {"payload": {}, "maxRetries": 50}).json["maxRetries"] == 10
+    assert dispatch(client, scale, {"payload": {}}).json["maxRetries"] == 10
+
+
+def test_get_list_and_paging(client, team):
+    ids = [dispatch(client, team, {"payload": {"n": n}}).json["jobId"] for n in range(5)]
+    page = client.get("/api/jobs?limit=2", headers=team.headers).json
+    seen = [j["jobId"] for j in page["jobs"]]
+    while page["nextCursor"]:
+        page = client.get(
+            f"/api/jobs?limit=2&cursor={page['nextCursor']}", headers=team.headers
+        ).json
+        seen += [j["jobId"] for j in page["jobs"]]
+    assert seen == list(reversed(ids))  # newest first, each once
+    dispatched = client.get("/api/jobs?status=DISPATCHED", headers=team.headers).json
+    assert len(dispatched["jobs"]) == 5 and dispatched["nextCursor"] is None
+    assert client.get("/api/jobs?status=queued", headers=team.headers).json["jobs"] == []
+
+
+def test_cancel_queued_job_removes_it_from_redis(client, team, redis):
+    when = datetime.now(UTC) + timedelta(hours=1)
+    job_id = dispatch(client, team, {"payload": {}, "scheduleFor": iso(when)}).json["jobId"]
+    assert f"{job_id}-1" in scheduled(redis)
+
+    r = client.delete(f"/api/jobs/{job_id}", headers=team.headers)
+    assert r.status_code == 200
+    assert r.json == {"jobId": job_id, "status": "CANCELLED"}
+    assert scheduled(redis) == {} and queued_ids(redis) == []
+    assert not redis.exists(f"rq:job:{job_id}-1")
+    job = client.get(f"/api/jobs/{job_id}", headers=team.headers).json
+    assert job["status"] == "CANCELLED" and job["cancelledAt"] and job["nextAttemptAt"] is None
+
+    again = client.delete(f"/api/jobs/{job_id}", headers=team.headers)
+    assert again.status_code == 409
+    assert again.json["error"] == "CONFLICT"
+    assert again.json["data"]["message"] == "Job is not in QUEUED status"
+
+
+def test_cancel_dispatched_job_conflicts(client, team, redis):
+    job_id = dispatch(client, team).json["jobId"]
+    r = client.delete(f"/api/jobs/{job_id}", headers=team.headers)
+    assert r.status_code == 409 and r.json["data"]["status"] == "DISPATCHED"
+    assert queued_ids(redis) == [f"{job_id}-1"]  # untouched
+
+
+def test_patch_moves_the_scheduled_attempt(client, team, redis):
+    first = datetime.now(UTC) + timedelta(hours=1)
+    job_id = dispatch(client, team, {"payload": {}, "scheduleFor": iso(first)}).json["jobId"]
+    later = first + timedelta(hours=3, milliseconds=500)
+    r = client.patch(f"/api/jobs/{job_id}", json={"scheduledFor": iso(later)}, headers=team.headers)
+    assert r.status_code == 200, r.json
+    assert r.json["status"] == "QUEUED"
+    assert abs(parse_iso(r.json["scheduledFor"]) - later) < timedelta(milliseconds=2)
+    assert scheduled(redis) == {f"{job_id}-1": math.ceil(later.timestamp())}
+    assert queued_ids(redis) == []
+
+
+def test_patch_null_dispatches_now(client, team, redis):
+    when = datetime.now(UTC) + timedelta(hours=1)
+    job_id = dispatch(client, team, {"payload": {}, "scheduleFor": iso(when)}).json["jobId"]
+    r = client.patch(f"/api/jobs/{job_id}", json={"scheduledFor": None}, headers=team.headers)
+    assert r.status_code == 200
+    assert r.json["status"] == "DISPATCHED"
+    assert parse_iso(r.json["scheduledFor"]) <= datetime.now(UTC)
+    assert scheduled(redis) == {}
+    assert queued_ids(redis) == [f"{job_id}-1"]
+    # Not QUEUED any more: neither PATCH nor cancel applies.
+    r = client.patch(f"/api/jobs/{job_id}", json={"scheduledFor": None}, headers=team.headers)
+    assert r.status_code == 409 and r.json["error"] == "CONFLICT"
+
+
+def test_attempts_of_new_job_is_empty(client, team):
+    job_id = dispatch(client, team).json["jobId"]
+    r = client.get(f"/api/jobs/{job_id}/attempts", headers=team.headers)
+    assert r.status_code == 200
+    assert r.json == {"jobId": job_id, "attempts": []}
+
+
+def test_replay_only_failed_jobs(app, client, team, redis):
+    job_id = dispatch(client, team).json["jobId"]
+    r = client.post(f"/api/jobs/{job_id}/replay", headers=team.headers)
+    assert r.status_code == 409 and r.json["data"]["message"] == "Job is not in FAILED status"
+
+    # Make it FAILED after 4 attempts, the way the delivery task leaves it.
+    from dispatched.extensions import db
+    from dispatched.models import Job
+
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        job.status, job.attempts, job.last_error = "FAILED", 4, "HTTP 500"
+        db.session.commit()
+    redis.flushdb()
+    r = client.post(f"/api/jobs/{job_id}/replay", headers=team.headers)
+    assert r.status_code == 200, r.json
+    assert r.json["status"] == "DISPATCHED"
+    assert r.json["attempts"] == 4
+    # Attempt numbers keep counting: the replay's first attempt is number 5.
+    assert queued_ids(redis) == [f"{job_id}-5"]
+    with app.app_context():
+        assert db.session.get(Job, job_id).retry_base == 4
+
+
+def test_usage_counts_jobs_this_month(client, team):
+    for _ in range(3):
+        dispatch(client, team)
+    r = client.get("/api/usage", headers=team.headers)
+    assert r.status_code == 200
+    body = r.json
+    assert body["plan"] == "free" and body["jobsThisMonth"] == 3 and body["limit"] == 1000
+    assert body["rateLimit"] == {"requestsPerMinute": 60}
+    assert 1 <= body["daysUntilReset"] <= 31
+
+
+def test_payload_roundtrips_unicode_and_order(client, team):
+    payload = {"z": 1, "a": "héllo ✓ 🚀", "nested": {"list": [None, True, 1.5, "x"]}}
+    job_id = dispatch(client, team, {"payload": payload}).json["jobId"]
+    r = client.get(f"/api/jobs/{job_id}", headers=team.headers)
+    assert r.json["payload"] == payload
+    assert list(r.json["payload"]) == ["z", "a", "nested"]
+
+
+def test_idempotent_repeat_returns_same_job(client, team, redis):
+    headers = {**team.headers, "Idempotency-Key": "order-42"}
+    first = client.post("/api/jobs/dispatch", json={"payload": {"n": 1}}, headers=headers)
+    second = client.post("/api/jobs/dispatch", json={"payload": {"n": 2}}, headers=headers)
+    assert first.status_code == 201 and second.status_code == 200
+    assert second.json["jobId"] == first.json["jobId"]
+    assert len(queued_ids(redis)) == 1
+    assert client.get("/api/usage", headers=team.headers).json["jobsThisMonth"] == 1
+    other = client.post(
+        "/api/jobs/dispatch", json={"payload": {}}, headers={**team.headers, "Idempotency-Key": "x"}
+    )
+    assert other.status_code == 201 and other.json["jobId"] != first.json["jobId"]
+
+
+def test_idempotency_key_is_per_project_and_expires(app, client, make_team):
+    a, b = make_team(), make_team()
+    key = {"Idempotency-Key": "same"}
+    ja = client.post("/api/jobs/dispatch", json={"payload": {}}, headers={**a.headers, **key})
+    jb = client.post("/api/jobs/dispatch", json={"payload": {}}, headers={**b.headers, **key})
+    assert ja.status_code == jb.status_code == 201 and ja.json["jobId"] != jb.json["jobId"]
+
+    from dispatched.extensions import db
+    from dispatched.models import Job
+
+    with app.app_context():
+        job = db.session.get(Job, ja.json["jobId"])
+        job.created_at = job.created_at - timedelta(hours=25)
+        db.session.commit()
+    again = client.post("/api/jobs/dispatch", json={"payload": {}}, headers={**a.headers, **key})
+    assert again.status_code == 201 and again.json["jobId"] != ja.json["jobId"]
