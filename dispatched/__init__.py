@@ -60,6 +60,7 @@ def configure_logging(app: Flask) -> None:
             level=app.config["LOG_LEVEL"],
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def limiter_storage_uri(redis_url: str) -> str:

@@ -8,6 +8,7 @@ import sys
 import click
 import sqlalchemy as sa
 from flask import current_app
+from flask.cli import AppGroup
 
 from . import keys, teams
 from .errors import ServiceError
@@ -20,9 +21,8 @@ DEMO_PASSWORD = "demo-password"
 DEMO_KEY_LABEL = "demo (dev run)"
 
 
-@click.group()
-def admin() -> None:
-    """Manage teams, users, keys and plans."""
+#: ``AppGroup`` runs every command inside an app context.
+admin = AppGroup("admin", help="Manage teams, users, keys and plans.")
 
 
 def _fail(exc: ServiceError) -> None:

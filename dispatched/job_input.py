@@ -115,6 +115,12 @@ def parse_payload(value: Any, plan: Plan) -> dict[str, Any]:
     return value
 
 
+def parse_cursor(value: str | None) -> str | None:
+    if value is not None and not value:
+        raise BadRequest("cursor must not be empty; omit it for the first page", field="cursor")
+    return value
+
+
 def parse_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
@@ -154,7 +160,7 @@ def parse_reschedule(body: dict[str, Any], now: datetime, max_days: int) -> date
 
 
 def parse_status(value: str | None) -> str | None:
-    if value is None or value == "":
+    if value is None:
         return None
     status = value.upper()
     if status not in JobStatus.ALL:
@@ -165,7 +171,7 @@ def parse_status(value: str | None) -> str | None:
 
 
 def parse_limit(value: str | None) -> int:
-    if value is None or value == "":
+    if value is None:
         return 20
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIST_LIMIT:
         raise BadRequest(

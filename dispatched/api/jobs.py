@@ -50,7 +50,7 @@ def list_jobs() -> dict[str, Any]:
         g.principal.project_id,
         job_input.parse_status(request.args.get("status")),
         job_input.parse_limit(request.args.get("limit")),
-        request.args.get("cursor") or None,
+        job_input.parse_cursor(request.args.get("cursor")),
     )
     return {"jobs": [serialize.job(job) for job in rows], "nextCursor": next_cursor}
 

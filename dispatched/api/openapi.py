@@ -50,6 +50,7 @@ SCHEMAS: dict[str, Any] = {
     "DispatchRequest": {
         "type": "object",
         "required": ["payload"],
+        "not": {"required": ["scheduleFor", "scheduledFor"]},
         "properties": {
             "payload": {"type": "object", "description": "Any JSON object, sent to your webhook."},
             "scheduleFor": {
@@ -248,7 +249,7 @@ PATHS: dict[str, Any] = {
                     "in": "query",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
                 },
-                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string", "minLength": 1}},
             ],
             "responses": {
                 "200": _ok("A page of jobs.", "JobList"),

