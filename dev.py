@@ -37,8 +37,16 @@ def ensure_venv(requirements: str) -> None:
         return
     print(f"==> installing {requirements}", flush=True)
     subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
-         str(ROOT / requirements)],
+        [
+            str(PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "-r",
+            str(ROOT / requirements),
+        ],
         check=True,
     )
     stamp.write_text(digest)
@@ -53,8 +61,9 @@ def reexec_in_venv() -> None:
 
 
 def flask(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([str(PYTHON), "-m", "flask", "--app", "wsgi", *args], check=True, env=env,
-                   cwd=ROOT)
+    subprocess.run(
+        [str(PYTHON), "-m", "flask", "--app", "wsgi", *args], check=True, env=env, cwd=ROOT
+    )
 
 
 def run() -> int:
@@ -78,7 +87,8 @@ def run() -> int:
     print("==> starting web, worker and scheduler (Ctrl-C stops everything)", flush=True)
     honcho = subprocess.Popen(
         [str(BIN / "honcho"), "-f", str(ROOT / "Procfile"), "start", "-p", env["PORT"]],
-        env=env, cwd=ROOT,
+        env=env,
+        cwd=ROOT,
     )
     try:
         return honcho.wait()

@@ -35,8 +35,13 @@ def test_private_webhook_url_refused_unless_allowed(app, database_url, redis_url
 
     strict = make_app(database_url, redis_url, ALLOW_PRIVATE_WEBHOOKS=False)
     with strict.app_context():
-        for url in ["http://169.254.169.254/latest", "http://10.0.0.1/hook",
-                    "http://127.0.0.1:8000/hook", "http://100.64.1.1/", "http://[::1]/"]:
+        for url in [
+            "http://169.254.169.254/latest",
+            "http://10.0.0.1/hook",
+            "http://127.0.0.1:8000/hook",
+            "http://100.64.1.1/",
+            "http://[::1]/",
+        ]:
             with pytest.raises(BadRequest, match="private, loopback or link-local"):
                 teams.create_team("Acme", "free", url)
     with app.app_context():  # the test config allows private webhooks
@@ -51,11 +56,13 @@ def test_create_key_user_and_set_plan(runner, client):
     assert token.startswith("disp_k1_") and token != info["apiKey"]
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
-    result = runner.invoke(args=["admin", "create-user", "Me@Example.com", "Acme"],
-                           input="correct horse battery\n")
+    result = runner.invoke(
+        args=["admin", "create-user", "Me@Example.com", "Acme"], input="correct horse battery\n"
+    )
     assert result.exit_code == 0 and "me@example.com" in result.output
-    again = runner.invoke(args=["admin", "create-user", "me@example.com", "Acme"],
-                          input="correct horse battery\n")
+    again = runner.invoke(
+        args=["admin", "create-user", "me@example.com", "Acme"], input="correct horse battery\n"
+    )
     assert again.exit_code == 1 and "already exists" in again.output
     short = runner.invoke(args=["admin", "create-user", "x@example.com", "Acme"], input="short\n")
     assert short.exit_code == 1 and "at least 8" in short.output
@@ -99,6 +106,10 @@ def test_openapi_document_is_public_and_lists_every_route(client):
     doc = client.get("/api/openapi.json").json
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
-        "/api/jobs/dispatch", "/api/jobs", "/api/jobs/{jobId}", "/api/jobs/{jobId}/attempts",
-        "/api/jobs/{jobId}/replay", "/api/usage",
+        "/api/jobs/dispatch",
+        "/api/jobs",
+        "/api/jobs/{jobId}",
+        "/api/jobs/{jobId}/attempts",
+        "/api/jobs/{jobId}/replay",
+        "/api/usage",
     }

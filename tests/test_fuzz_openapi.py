@@ -16,8 +16,12 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from dispatched.api.openapi import PATHS
 
-OPERATIONS = [(method.upper(), path) for path, ops in PATHS.items() for method in ops
-              if method != "parameters"]
+OPERATIONS = [
+    (method.upper(), path)
+    for path, ops in PATHS.items()
+    for method in ops
+    if method != "parameters"
+]
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)
@@ -33,8 +37,9 @@ def test_api_conforms_to_its_openapi_document(app, client, make_team, method, pa
     operation = schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck),
-              database=None)
+    @settings(
+        max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
     def check(case):
         # Schema-valid is not always acceptable: a time more than 365 days ahead or a payload
         # over the plan's size are 400/413 by rule, which JSON Schema cannot express. So the

@@ -91,7 +91,9 @@ def test_concurrent_dispatches_never_exceed_quota(app, live_server, make_team):
     def one(_: int) -> int:
         barrier.wait()
         return requests.post(
-            f"{live_server}/api/jobs/dispatch", json={"payload": {}}, headers=team.headers,
+            f"{live_server}/api/jobs/dispatch",
+            json={"payload": {}},
+            headers=team.headers,
             timeout=30,
         ).status_code
 
@@ -109,8 +111,10 @@ def test_concurrent_idempotent_dispatches_create_one_job(app, live_server, make_
     def one(_: int) -> tuple[int, str]:
         barrier.wait()
         r = requests.post(
-            f"{live_server}/api/jobs/dispatch", json={"payload": {}},
-            headers={**team.headers, "Idempotency-Key": "once"}, timeout=30,
+            f"{live_server}/api/jobs/dispatch",
+            json={"payload": {}},
+            headers={**team.headers, "Idempotency-Key": "once"},
+            timeout=30,
         )
         return r.status_code, r.json()["jobId"]
 
