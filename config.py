@@ -117,7 +117,9 @@ class Config:
     RETRY_MAX_DELAY = as_int(os.environ.get("RETRY_MAX_DELAY"), 3600)
     RETRY_JITTER = float(os.environ.get("RETRY_JITTER", "0.1"))
     SCHEDULER_INTERVAL = float(os.environ.get("SCHEDULER_INTERVAL", "1"))
-    RECONCILE_INTERVAL = as_int(os.environ.get("RECONCILE_INTERVAL"), 15)
+    RECONCILE_INTERVAL = float(os.environ.get("RECONCILE_INTERVAL", "10"))
+    #: A STARTED job is declared "worker lost" after its plan's delivery timeout + this (s).
+    WORKER_LOST_GRACE = float(os.environ.get("WORKER_LOST_GRACE", "15"))
     WORKER_CONCURRENCY = as_int(os.environ.get("WORKER_CONCURRENCY"), 4)
     IDEMPOTENCY_TTL_HOURS = as_int(os.environ.get("IDEMPOTENCY_TTL_HOURS"), 24)
     MAX_SCHEDULE_DAYS = as_int(os.environ.get("MAX_SCHEDULE_DAYS"), 365)

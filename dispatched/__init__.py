@@ -112,6 +112,10 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(api_bp)
     app.register_blueprint(ops.bp)
+    if app.config["ECHO_RECEIVER_ENABLED"]:
+        from . import echo
+
+        app.register_blueprint(echo.bp)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -159,3 +159,17 @@ def seed_demo(webhook_url: str | None, as_json: bool) -> None:
     click.echo(f"  API key   : {token}")
     click.echo(f"  Webhook   : {project.webhook_url}")
     click.echo(f"  Try it    : {curl}")
+
+
+@admin.command("reconcile")
+@click.option("--full", is_flag=True, help="Check every live job, not only suspicious ones.")
+def reconcile(full: bool) -> None:
+    """Run one reconciler pass now and print what it did."""
+    from . import reconciler, scheduling
+
+    try:
+        report = reconciler.reconcile(full=full)
+    except scheduling.TransportUnavailable as exc:
+        click.echo(f"error: Redis unreachable: {exc}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(report))

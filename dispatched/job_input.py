@@ -159,6 +159,21 @@ def parse_reschedule(body: dict[str, Any], now: datetime, max_days: int) -> date
     return parse_schedule(body[field], field, now, max_days)
 
 
+LIST_PARAMETERS = ("status", "limit", "cursor")
+
+
+def check_parameters(names: list[str], allowed: tuple[str, ...]) -> None:
+    """Reject unknown or repeated query parameters (a typo must not silently mean "all")."""
+    for name in names:
+        if name not in allowed:
+            raise BadRequest(
+                f"unknown query parameter {name[:50]!r}; allowed: {', '.join(allowed)}"
+            )
+    repeated = {name for name in names if names.count(name) > 1}
+    if repeated:
+        raise BadRequest(f"query parameter {sorted(repeated)[0]!r} given more than once")
+
+
 def parse_status(value: str | None) -> str | None:
     if value is None:
         return None

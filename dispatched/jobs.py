@@ -14,6 +14,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,13 +22,14 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from . import clock, plans, scheduling, usage
+from . import clock, metrics, plans, retry, scheduling, usage, webhooks
 from .errors import BadRequest, Conflict, NotFound
 from .extensions import db
 from .ids import new_id
 from .job_input import DispatchInput
 from .keys import Principal
 from .models import Attempt, Job, JobStatus, Project, Team
+from .outbound import Result
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +153,7 @@ def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
     _hand_to_redis(
         job.id, job.next_attempt_number, job.next_attempt_at or now, plan.delivery_timeout
     )
+    metrics.count_job("dispatched")
     return job, True
 
 
@@ -184,6 +187,7 @@ def cancel(project_id: int, job_id: str) -> Job:
     if not _cas(job.id, [S.QUEUED], status=S.CANCELLED, cancelled_at=now, next_attempt_at=None):
         raise _not_queued(job.id)
     _forget(job.id, job.next_attempt_number)
+    metrics.count_job("cancelled")
     return _reload(job)
 
 
@@ -239,6 +243,7 @@ def replay(project_id: int, job_id: str) -> Job:
         raise Conflict("Job is not in FAILED status", jobId=job.id, status=job.status)
     job = _reload(job)
     _hand_to_redis(job.id, job.next_attempt_number, now, _timeout_of(job))
+    metrics.count_job("replayed")
     return _reload(job)
 
 
@@ -268,18 +273,22 @@ def on_due(job_id: str, attempt: int) -> bool | datetime:
     return mark_dispatched(job_id, attempt)
 
 
-def _hand_to_redis(job_id: str, attempt: int, when: datetime, timeout: int) -> None:
-    """Dispatch now if due (QUEUED → DISPATCHED, then enqueue), else register with the scheduler."""
+def _hand_to_redis(job_id: str, attempt: int, when: datetime, timeout: int) -> bool:
+    """Dispatch now if due (QUEUED → DISPATCHED, then enqueue), else register with the scheduler.
+
+    Returns False if Redis could not take it (the job is flagged for the reconciler).
+    """
     if when <= clock.utcnow():
         if mark_dispatched(job_id, attempt):
-            _enqueue(job_id, attempt, timeout)
-    else:
-        _schedule(job_id, attempt, when, timeout)
+            return _enqueue(job_id, attempt, timeout)
+        return True  # someone else moved it on
+    return _schedule(job_id, attempt, when, timeout)
 
 
-def _enqueue(job_id: str, attempt: int, timeout: int) -> None:
+def _enqueue(job_id: str, attempt: int, timeout: int) -> bool:
     try:
         scheduling.enqueue_now(job_id, attempt, timeout)
+        return True
     except scheduling.TransportUnavailable as exc:
         logger.warning(
             "job %s attempt %d stays DISPATCHED in the DB, Redis unreachable: %s "
@@ -288,11 +297,14 @@ def _enqueue(job_id: str, attempt: int, timeout: int) -> None:
             attempt,
             exc,
         )
+        _flag_handoff(job_id)
+        return False
 
 
-def _schedule(job_id: str, attempt: int, when: datetime, timeout: int) -> None:
+def _schedule(job_id: str, attempt: int, when: datetime, timeout: int) -> bool:
     try:
         scheduling.schedule_at(job_id, attempt, when, timeout)
+        return True
     except scheduling.TransportUnavailable as exc:
         logger.warning(
             "job %s attempt %d stays QUEUED in the DB, Redis unreachable: %s "
@@ -301,6 +313,13 @@ def _schedule(job_id: str, attempt: int, when: datetime, timeout: int) -> None:
             attempt,
             exc,
         )
+        _flag_handoff(job_id)
+        return False
+
+
+def _flag_handoff(job_id: str) -> None:
+    db.session.execute(sa.update(_jobs).where(_jobs.c.id == job_id).values(needs_handoff=True))
+    db.session.commit()
 
 
 def _forget(job_id: str, attempt: int) -> None:
@@ -311,6 +330,207 @@ def _forget(job_id: str, attempt: int) -> None:
         logger.warning(
             "job %s attempt %d: could not remove it from Redis: %s", job_id, attempt, exc
         )
+
+
+def rehand(job_id: str) -> bool:
+    """Hand a live job to Redis again (the reconciler found Redis does not hold it).
+
+    QUEUED: schedule (or dispatch, if due) its pending attempt; DISPATCHED: enqueue it again.
+    Returns whether Redis took it.
+    """
+    job = db.session.get(Job, job_id, populate_existing=True)
+    if job is None or job.status not in (S.QUEUED, S.DISPATCHED):
+        db.session.rollback()
+        return True
+    attempt, timeout = job.next_attempt_number, _timeout_of(job)
+    if job.status == S.QUEUED:
+        ok = _hand_to_redis(job.id, attempt, job.next_attempt_at or clock.utcnow(), timeout)
+    else:
+        ok = _enqueue(job.id, attempt, timeout)
+    if ok and job.needs_handoff:
+        db.session.execute(sa.update(_jobs).where(_jobs.c.id == job_id).values(needs_handoff=False))
+        db.session.commit()
+    return ok
+
+
+# --- delivery (called by the delivery task and the reconciler) ------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Everything the delivery task needs to send one attempt."""
+
+    job_id: str
+    attempt_id: str
+    attempt_number: int
+    payload: Any
+    url: str | None
+    secrets: tuple[str, ...]
+    bearer: bool
+    timeout: int
+    not_before: datetime
+    team_id: int
+
+
+def start_attempt(job_id: str, attempt: int) -> Delivery | None:
+    """DISPATCHED → STARTED for ``attempt`` and open its Attempt row; None = drop the RQ job.
+
+    A cancelled, already-delivered or superseded job fails the CAS and is never sent.
+    """
+    row = db.session.execute(
+        sa.select(Job, Project, Team.plan)
+        .join(Project, Project.id == Job.project_id)
+        .join(Team, Team.id == Project.team_id)
+        .where(Job.id == job_id)
+        .execution_options(populate_existing=True)
+    ).first()
+    if row is None:
+        db.session.rollback()
+        return None
+    job, project, plan_name = row
+    if job.status != S.DISPATCHED or job.attempts != attempt - 1:
+        db.session.rollback()
+        logger.info(
+            "job %s attempt %d dropped: job is %s after %d attempts",
+            job_id,
+            attempt,
+            job.status,
+            job.attempts,
+        )
+        return None
+    now = clock.utcnow()
+    attempt_id = new_id("att")
+    try:
+        changed = db.session.execute(
+            sa.update(_jobs)
+            .where(
+                _jobs.c.id == job_id,
+                _jobs.c.status == S.DISPATCHED,
+                _jobs.c.attempts == attempt - 1,
+            )
+            .values(status=S.STARTED, attempts=attempt, started_at=now, updated_at=now)
+        ).rowcount
+        if changed != 1:
+            db.session.rollback()
+            return None
+        db.session.add(Attempt(id=attempt_id, job_id=job_id, number=attempt, started_at=now))
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    return Delivery(
+        job_id=job_id,
+        attempt_id=attempt_id,
+        attempt_number=attempt,
+        payload=job.payload,
+        url=project.webhook_url,
+        secrets=webhooks.live_secrets(project, now),
+        bearer=project.send_bearer_secret,
+        timeout=plans.get(plan_name).delivery_timeout,
+        not_before=job.next_attempt_at or job.scheduled_for,
+        team_id=project.team_id,
+    )
+
+
+def finish_attempt(delivery: Delivery, result: Result) -> str | None:
+    """Record an attempt's result and move the job on: COMPLETED, QUEUED (retry) or FAILED.
+
+    Returns the new status, or None if the job was no longer this attempt's (the reconciler
+    declared the worker lost meanwhile); then nothing is written.
+    """
+    return _conclude(delivery.job_id, delivery.attempt_number, delivery.attempt_id, result)
+
+
+def fail_over_lost(job_id: str, attempt: int, after_seconds: float) -> str | None:
+    """STARTED for too long: the worker died. Count a failed "worker_lost" attempt, then retry."""
+    attempt_id = db.session.execute(
+        sa.select(Attempt.id).where(Attempt.job_id == job_id, Attempt.number == attempt)
+    ).scalar()
+    result = Result(
+        outcome="worker_lost",
+        duration_ms=None,
+        error=f"worker lost: no result {after_seconds:.0f}s after the attempt started",
+    )
+    return _conclude(job_id, attempt, attempt_id, result)
+
+
+def _conclude(job_id: str, attempt: int, attempt_id: str | None, result: Result) -> str | None:
+    job = db.session.get(Job, job_id, populate_existing=True)
+    now = clock.utcnow()
+    if job is None or job.status != S.STARTED or job.attempts != attempt:
+        db.session.rollback()
+        logger.warning(
+            "job %s attempt %d finished (%s) but the job moved on (%s)",
+            job_id,
+            attempt,
+            result.outcome,
+            job.status if job else "deleted",
+        )
+        return None
+    config = current_app.config
+    next_at: datetime | None = None
+    if result.ok:
+        new_status = S.COMPLETED
+        values: dict[str, Any] = dict(
+            status=S.COMPLETED, completed_at=now, next_attempt_at=None, last_error=None
+        )
+    else:
+        in_budget = attempt - job.retry_base  # 1 = the first attempt of the current budget
+        if result.outcome == "gone" or in_budget > job.max_retries:
+            new_status = S.FAILED
+            values = dict(status=S.FAILED, next_attempt_at=None, last_error=result.error)
+        else:
+            wait = retry.delay(
+                in_budget,
+                config["RETRY_DELAYS"],
+                config["RETRY_MAX_DELAY"],
+                config["RETRY_JITTER"],
+                result.retry_after,
+            )
+            next_at = now + timedelta(seconds=wait)
+            new_status = S.QUEUED
+            values = dict(status=S.QUEUED, next_attempt_at=next_at, last_error=result.error)
+    try:
+        if attempt_id is not None:
+            db.session.execute(
+                sa.update(Attempt.__table__)
+                .where(Attempt.__table__.c.id == attempt_id)
+                .values(
+                    finished_at=now,
+                    duration_ms=result.duration_ms,
+                    http_status=result.http_status,
+                    response_excerpt=result.excerpt,
+                    error=result.error,
+                    outcome=result.outcome,
+                )
+            )
+        changed = db.session.execute(
+            sa.update(_jobs)
+            .where(_jobs.c.id == job_id, _jobs.c.status == S.STARTED, _jobs.c.attempts == attempt)
+            .values(updated_at=now, **values)
+        ).rowcount
+        if changed != 1:
+            db.session.rollback()
+            return None
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    if next_at is not None:
+        _schedule(job_id, attempt + 1, next_at, plans.get(job.project.team.plan).delivery_timeout)
+    if new_status != S.QUEUED:
+        metrics.count_job(new_status.lower())
+    return new_status
+
+
+def requeue_early(job_id: str, attempt: int, when: datetime) -> bool:
+    """DISPATCHED → QUEUED: the attempt reached a worker before its time; schedule it again."""
+    if not _cas(
+        job_id, [S.DISPATCHED], attempts=attempt - 1, status=S.QUEUED, next_attempt_at=when
+    ):
+        return False
+    _schedule(job_id, attempt, when, 60)
+    return True
 
 
 # --- helpers ---------------------------------------------------------------------------------

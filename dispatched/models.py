@@ -129,6 +129,8 @@ class Job(db.Model):
     retry_base: Mapped[int] = mapped_column(sa.Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
+    #: Set when handing the job to Redis failed (Redis down); the reconciler retries it.
+    needs_handoff: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint
+from flask import Blueprint, Response
 
-from . import scheduling
+from . import metrics, scheduling
 from .api.errors import error_response
 from .extensions import db
 
@@ -44,3 +44,9 @@ def readyz() -> Any:
             checks=checks,
         )
     return {"status": "ready", "checks": checks}
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus text exposition (counters shared by all processes through Redis)."""
+    return Response(metrics.render(), mimetype="text/plain; version=0.0.4")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -152,9 +153,41 @@ def scheduled_time(job_id: str, attempt: int) -> datetime | None:
     return None if score is None else datetime.fromtimestamp(score, tz=clock.utcnow().tzinfo)
 
 
+def queue_depth() -> dict[str, int]:
+    """Attempts waiting in Redis: on the queue, scheduled for later, being worked on."""
+    conn = connection()
+    queue = _queue(conn)
+    return {
+        "queued": queue.count,
+        "scheduled": conn.zcard(Scheduler.scheduled_jobs_key),
+        "started": StartedJobRegistry(queue=queue).count,
+    }
+
+
 def queued_ids() -> list[str]:
     """Return the RQ job ids waiting on the delivery queue."""
     return _queue().get_job_ids()
+
+
+def held(attempts: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Return which of ``attempts`` Redis holds (scheduled, queued or started), pipelined."""
+    conn = connection()
+    queue = _queue(conn)
+    rq_ids = [rq_job_id(job_id, n) for job_id, n in attempts]
+    pipe = conn.pipeline(transaction=False)
+    for rq_id in rq_ids:
+        pipe.exists(RQJob.key_for(rq_id))
+        pipe.zscore(Scheduler.scheduled_jobs_key, rq_id)
+    replies = pipe.execute()
+    queued = {x.decode() for x in conn.lrange(queue.key, 0, -1)} if rq_ids else set()
+    started = set(StartedJobRegistry(queue=queue).get_job_ids()) if rq_ids else set()
+    result = set()
+    for index, pair in enumerate(attempts):
+        exists, score = replies[2 * index], replies[2 * index + 1]
+        rq_id = rq_ids[index]
+        if exists and (score is not None or rq_id in queued or rq_id in started):
+            result.add(pair)
+    return result
 
 
 def holds(job_id: str, attempt: int) -> bool:
@@ -191,12 +224,42 @@ class DispatchScheduler(Scheduler):
         super().__init__(*args, **kwargs)
         self._on_due = on_due
 
+    def run(self, burst: bool = False) -> None:
+        """Like rq-scheduler's loop, but woken just after each whole second.
+
+        Scores are whole seconds rounded up, so waking at second boundaries releases an attempt
+        within a few milliseconds of its time instead of up to an interval later.
+        """
+        self.register_birth()
+        self._install_signal_handlers()
+        try:
+            while True:
+                self.heartbeat()
+                if self.acquire_lock():
+                    try:
+                        self.enqueue_jobs()
+                    finally:
+                        self.remove_lock()
+                    if burst:
+                        break
+                now = time.time()
+                interval = max(float(self._interval), 0.05)
+                time.sleep(interval - (now % interval) + 0.005)
+        finally:
+            self.remove_lock()
+            self.register_death()
+
     def enqueue_job(self, job: RQJob) -> None:
         parsed = parse_rq_job_id(job.id)
         if parsed is None:
             super().enqueue_job(job)
             return
-        decision = self._on_due(*parsed)
+        try:
+            decision = self._on_due(*parsed)
+        except Exception:
+            # Leave it scheduled: the next tick tries again (e.g. the DB was briefly down).
+            logger.exception("could not decide on due attempt %s; retrying next tick", job.id)
+            return
         if decision is True:
             super().enqueue_job(job)
         elif decision is False:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import requests
@@ -11,9 +12,12 @@ from flask import current_app
 from requests_hardened.ip_filter import InvalidIPAddress, filter_host
 
 from .errors import BadRequest
+from .models import Project
 
 SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
+#: After a rotation the previous secret keeps signing (and verifying) for this long.
+ROTATION_GRACE = timedelta(hours=24)
 
 
 def new_secret() -> str:
@@ -21,9 +25,14 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
-def secret_bytes(secret: str) -> bytes:
-    """Return the HMAC key of a ``whsec_`` secret."""
-    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+def live_secrets(project: Project, now: datetime) -> tuple[str, ...]:
+    """The secrets a delivery is signed with: the current one, plus the previous one during
+    the rotation grace period."""
+    previous = project.previous_webhook_secret
+    rotated = project.secret_rotated_at
+    if previous and rotated and now - rotated < ROTATION_GRACE:
+        return (project.webhook_secret, previous)
+    return (project.webhook_secret,)
 
 
 def validate_url(url: object, *, allow_private: bool | None = None) -> str:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from werkzeug.serving import make_server
 from config import DEFAULT_PLANS, TestConfig
 from dispatched import create_app
 from dispatched.extensions import db
+from tests.support import Processes, Receiver, wait_for
 
 #: Keys this project writes in Redis (RQ, rq-scheduler, the rate limiter, our own).
 OUR_KEY_PREFIXES = (b"rq:", b"LIMITS", b"dispatched:")
@@ -35,6 +37,27 @@ TEST_PLANS: dict[str, dict[str, int | None]] = {
     "tiny_quota": {**DEFAULT_PLANS["free"], "rate_per_minute": 100_000, "monthly_quota": 10},
     # No practical limits: concurrency tests and the fuzzer.
     "unlimited": {**DEFAULT_PLANS["scale"], "rate_per_minute": 1_000_000},
+    # End-to-end delivery: a 2 s delivery timeout so hanging receivers are quick to test.
+    "e2e": {
+        **DEFAULT_PLANS["pro"],
+        "rate_per_minute": 1_000_000,
+        "monthly_quota": None,
+        "delivery_timeout": 2,
+    },
+}
+
+#: Settings shared by the test app and the worker/scheduler processes of end-to-end tests.
+E2E_ENV = {
+    "RETRY_DELAYS": "0.2,0.4,0.6",
+    "RETRY_MAX_DELAY": "2",
+    "RETRY_JITTER": "0",
+    "RECONCILE_INTERVAL": "1",
+    "WORKER_LOST_GRACE": "1",
+    "ALLOW_PRIVATE_WEBHOOKS": "1",
+    "WORKER_CONCURRENCY": "4",
+    "DISPATCHED_ENV": "test",
+    "SECRET_KEY": "test-secret-key",
+    "LOG_LEVEL": "INFO",
 }
 
 
@@ -73,6 +96,8 @@ def make_app(database_url: str, redis_url: str, **overrides: Any) -> Flask:
         "SQLALCHEMY_DATABASE_URI": database_url,
         "REDIS_URL": redis_url,
         "PLANS": TEST_PLANS,
+        "RECONCILE_INTERVAL": 1.0,
+        "WORKER_LOST_GRACE": 1.0,
     }
     settings.update(overrides)
     return create_app(TestConfig, **settings)
@@ -105,7 +130,9 @@ def _clean_database() -> None:
 
 @pytest.fixture()
 def app(_schema: None, database_url: str, redis_url: str) -> Iterator[Flask]:
-    app = make_app(database_url, redis_url)
+    app = make_app(
+        database_url, redis_url, RETRY_DELAYS=[0.2, 0.4, 0.6], RETRY_MAX_DELAY=2, RETRY_JITTER=0.0
+    )
     redis = Redis.from_url(redis_url)
     redis.flushdb()
     with app.app_context():
@@ -178,3 +205,44 @@ def live_server(app: Flask) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(5)
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def processes(app: Flask, database_url: str, redis_url: str, tmp_path) -> Iterator[Processes]:
+    """Spawn real worker/scheduler processes against the test DB and Redis."""
+    env = {
+        **os.environ,
+        **E2E_ENV,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "PLANS_JSON": json.dumps(TEST_PLANS),
+        "PYTHONUNBUFFERED": "1",
+    }
+    procs = Processes(env, tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture()
+def delivery_stack(processes: Processes, redis: Redis) -> Processes:
+    """worker.py (4 workers) and scheduler.py running and ready."""
+    processes.start("worker", "worker.py")
+    processes.start("scheduler", "scheduler.py")
+    wait_for(
+        lambda: redis.scard("rq:workers:dispatched") >= 4,
+        timeout=30,
+        message="4 RQ workers registered",
+    )
+    wait_for(
+        lambda: redis.exists("dispatched:reconciler:epoch"),
+        timeout=30,
+        message="the scheduler's first reconcile pass",
+    )
+    return processes

@@ -6,6 +6,8 @@ every response must match the document (status code, content type, schema).
 
 from __future__ import annotations
 
+import os
+
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -38,7 +40,10 @@ def test_api_conforms_to_its_openapi_document(app, client, make_team, method, pa
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        max_examples=int(os.environ.get("FUZZ_EXAMPLES", "40")),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
     )
     def check(case):
         # Schema-valid is not always acceptable: a time more than 365 days ahead or a payload

@@ -46,6 +46,9 @@ def dispatch() -> tuple[dict[str, Any], int]:
 @bp.get("/jobs")
 @team_rate_limit
 def list_jobs() -> dict[str, Any]:
+    job_input.check_parameters(
+        [k for k, _ in request.args.items(multi=True)], job_input.LIST_PARAMETERS
+    )
     rows, next_cursor = jobs.list_jobs(
         g.principal.project_id,
         job_input.parse_status(request.args.get("status")),

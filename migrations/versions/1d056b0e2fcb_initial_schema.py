@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 535b4536fcf7
+Revision ID: 1d056b0e2fcb
 Revises: 
-Create Date: 2026-11-29 05:44:41.458976
+Create Date: 2026-11-29 05:57:35.365385
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '535b4536fcf7'
+revision = '1d056b0e2fcb'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -86,6 +86,7 @@ def upgrade():
     sa.Column('retry_base', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('idempotency_key', sa.String(length=255), nullable=True),
+    sa.Column('needs_handoff', sa.Boolean(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,79 @@
+"""The delivery task run by RQ workers: load → CAS → sign → POST → record → next step.
+
+Enqueued by dotted name (``dispatched.delivery.deliver``) by the scheduling module; it takes
+ids, never ORM objects, and loads fresh state. Every state change goes through ``jobs``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import current_app
+
+from . import clock, jobs, metrics, outbound, signing
+
+logger = logging.getLogger(__name__)
+
+#: An attempt that reaches a worker this close before its time waits it out; earlier, it is
+#: handed back to the scheduler.
+MAX_EARLY_WAIT = 2.0
+
+
+def deliver(job_id: str, attempt: int) -> str:
+    """Deliver attempt ``attempt`` of ``job_id``; return what happened (for RQ's logs)."""
+    delivery = jobs.start_attempt(job_id, attempt)
+    if delivery is None:
+        return "dropped"
+    early = (delivery.not_before - clock.utcnow()).total_seconds()
+    if early > MAX_EARLY_WAIT:
+        # Should not happen (the scheduler checks the DB); never deliver before the time.
+        logger.warning("job %s attempt %d reached a worker %.1fs early", job_id, attempt, early)
+    if early > 0:
+        time.sleep(min(early, MAX_EARLY_WAIT))
+    body = json.dumps(
+        {
+            "jobId": delivery.job_id,
+            "attemptId": delivery.attempt_id,
+            "attempt": delivery.attempt_id,
+            "attemptNumber": delivery.attempt_number,
+            "payload": delivery.payload,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": outbound.USER_AGENT,
+        **signing.headers(
+            delivery.secrets, delivery.job_id, int(time.time()), body, bearer=delivery.bearer
+        ),
+    }
+    lateness = (clock.utcnow() - delivery.not_before).total_seconds()
+    if delivery.url:
+        result = outbound.post(
+            delivery.url,
+            body,
+            headers,
+            delivery.timeout,
+            current_app.config["ALLOW_PRIVATE_WEBHOOKS"],
+        )
+    else:
+        result = outbound.Result("error", 0, error="the project has no webhook URL configured")
+    status = jobs.finish_attempt(delivery, result)
+    metrics.observe_attempt(
+        result.outcome,
+        None if result.duration_ms is None else result.duration_ms / 1000,
+        lateness if attempt == 1 else None,
+    )
+    logger.info(
+        "job %s attempt %d → %s%s in %sms → %s",
+        job_id,
+        attempt,
+        result.outcome,
+        f" (HTTP {result.http_status})" if result.http_status else "",
+        result.duration_ms,
+        status or "superseded",
+    )
+    return status or "superseded"

@@ -1,0 +1,115 @@
+"""Prometheus metrics, kept in Redis so every web, worker and scheduler process adds to the
+same counters (no per-process registry, no multiprocess directory), rendered at ``/metrics``.
+
+Recording is best effort: a metrics write never fails a delivery or a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from redis.exceptions import RedisError
+
+from . import scheduling
+from .extensions import db
+from .models import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+KEY = "dispatched:metrics"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
+
+
+def count_job(event: str) -> None:
+    """Count a job event: dispatched, completed, failed, cancelled, replayed."""
+    _hincr({f"jobs_total|{event}": 1})
+
+
+def observe_attempt(outcome: str, seconds: float | None, lateness: float | None) -> None:
+    """Count a delivery attempt by outcome, with its latency and (first attempts) lateness."""
+    fields: dict[str, float] = {f"attempts_total|{outcome}": 1}
+    if seconds is not None:
+        fields.update(_histogram("latency", seconds, LATENCY_BUCKETS))
+    if lateness is not None:
+        fields.update(_histogram("lateness", max(lateness, 0.0), LATENESS_BUCKETS))
+    _hincr(fields)
+
+
+def _histogram(name: str, value: float, buckets: Iterable[float]) -> dict[str, float]:
+    fields: dict[str, float] = {f"{name}_sum": value, f"{name}_count": 1}
+    for bound in buckets:
+        if value <= bound:
+            fields[f"{name}_bucket|{bound}"] = 1
+    return fields
+
+
+def _hincr(fields: dict[str, float]) -> None:
+    try:
+        pipe = scheduling.connection().pipeline(transaction=False)
+        for field, amount in fields.items():
+            if isinstance(amount, float) and not amount.is_integer():
+                pipe.hincrbyfloat(KEY, field, amount)
+            else:
+                pipe.hincrby(KEY, field, int(amount))
+        pipe.execute()
+    except RedisError as exc:
+        logger.debug("metrics not recorded (Redis unreachable): %s", exc)
+
+
+def render() -> str:
+    """Return the Prometheus text exposition of every metric."""
+    lines: list[str] = []
+    try:
+        raw = {k.decode(): float(v) for k, v in scheduling.connection().hgetall(KEY).items()}
+        depth = scheduling.queue_depth()
+    except RedisError:
+        raw, depth = {}, None
+
+    def counter(name: str, label: str, help_text: str, prefix: str) -> None:
+        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} counter"])
+        for field, value in sorted(raw.items()):
+            if field.startswith(prefix + "|"):
+                lines.append(f'{name}{{{label}="{field.split("|", 1)[1]}"}} {value:g}')
+
+    def histogram(name: str, help_text: str, key: str, buckets: Iterable[float]) -> None:
+        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} histogram"])
+        for bound in buckets:
+            lines.append(f'{name}_bucket{{le="{bound}"}} {raw.get(f"{key}_bucket|{bound}", 0):g}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {raw.get(f"{key}_count", 0):g}')
+        lines.append(f"{name}_sum {raw.get(f'{key}_sum', 0):g}")
+        lines.append(f"{name}_count {raw.get(f'{key}_count', 0):g}")
+
+    counter("dispatched_jobs_total", "event", "Jobs by lifecycle event.", "jobs_total")
+    counter(
+        "dispatched_delivery_attempts_total",
+        "outcome",
+        "Delivery attempts by outcome.",
+        "attempts_total",
+    )
+    histogram(
+        "dispatched_delivery_latency_seconds",
+        "Webhook request duration.",
+        "latency",
+        LATENCY_BUCKETS,
+    )
+    histogram(
+        "dispatched_schedule_lateness_seconds",
+        "First attempt start minus scheduled time.",
+        "lateness",
+        LATENESS_BUCKETS,
+    )
+    if depth is not None:
+        lines += [
+            "# HELP dispatched_queue_depth Attempts waiting, by place.",
+            "# TYPE dispatched_queue_depth gauge",
+        ]
+        lines += [f'dispatched_queue_depth{{place="{k}"}} {v}' for k, v in depth.items()]
+    counts = dict(
+        db.session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status)).all()
+    )
+    lines += ["# HELP dispatched_jobs Jobs by current status.", "# TYPE dispatched_jobs gauge"]
+    lines += [f'dispatched_jobs{{status="{s}"}} {counts.get(s, 0)}' for s in JobStatus.ALL]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,42 @@
+"""Webhook signing: Standard Webhooks (``webhook-id/-timestamp/-signature``) + bearer secret.
+
+The signature is ``v1,<base64 HMAC-SHA256(secret_bytes, "<id>.<timestamp>.<body>")>``; during
+a secret rotation's grace period there is one signature per live secret, space-separated, so
+receivers holding either secret verify the delivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+SECRET_PREFIX = "whsec_"
+
+
+def secret_key(secret: str) -> bytes:
+    """Return the HMAC key of a ``whsec_<base64>`` secret."""
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return one ``v1,<base64>`` signature of ``body``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def headers(
+    secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes, *, bearer: bool
+) -> dict[str, str]:
+    """Return the signing headers of a delivery; ``secrets[0]`` is the current secret."""
+    result = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(signature(s, msg_id, timestamp, body) for s in secrets),
+    }
+    if bearer:
+        # Compatibility with existing Dispatched receivers and the official SDK's verifier.
+        result["Authorization"] = f"Bearer {secrets[0]}"
+    return result

@@ -1,0 +1,59 @@
+"""The scheduler process: rq-scheduler at a 1 s interval, plus the reconciler.
+
+``python scheduler.py``. Run as many as you like: rq-scheduler's lock keeps one releasing
+attempts and a Redis lock keeps one reconciling at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from dispatched import create_app, jobs, reconciler, scheduling
+
+logger = logging.getLogger("dispatched.scheduler")
+
+
+def reconcile_forever(app, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    """Run a reconcile pass every RECONCILE_INTERVAL seconds until ``stop`` is set."""
+    interval = app.config["RECONCILE_INTERVAL"]
+    while not stop.is_set():
+        with app.app_context():
+            try:
+                reconciler.reconcile()
+            except scheduling.TransportUnavailable as exc:
+                logger.warning("reconciler: Redis unreachable (%s); retrying", exc)
+            except Exception:
+                logger.exception("reconciler pass failed; retrying")
+        stop.wait(interval)
+
+
+def main() -> int:
+    app = create_app()
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=reconcile_forever, args=(app, stop), daemon=True, name="reconciler"
+    )
+    thread.start()
+    with app.app_context():
+        scheduler = scheduling.DispatchScheduler(
+            queue_name=app.config["DELIVERY_QUEUE"],
+            connection=scheduling.connection(),
+            interval=app.config["SCHEDULER_INTERVAL"],
+            on_due=jobs.on_due,
+        )
+        logger.info(
+            "scheduler started (interval %ss, reconcile every %ss)",
+            app.config["SCHEDULER_INTERVAL"],
+            app.config["RECONCILE_INTERVAL"],
+        )
+        try:
+            scheduler.run()
+        finally:
+            stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

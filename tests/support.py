@@ -1,0 +1,157 @@
+"""Test helpers: a real HTTP webhook receiver and real worker/scheduler processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+#: A behaviour gets the 1-based number of the request on its path and returns
+#: (status, headers, body, seconds to wait before answering).
+Behaviour = Callable[[int], tuple[int, dict[str, str], bytes, float]]
+
+
+def answer(status: int, headers: dict[str, str] | None = None, delay: float = 0.0) -> Behaviour:
+    return lambda n: (status, headers or {}, b'{"ok": true}', delay)
+
+
+@dataclass
+class Receiver:
+    """A threaded HTTP server on 127.0.0.1 that records every request."""
+
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                with receiver.lock:
+                    receiver.requests.append(
+                        Received(self.path, dict(self.headers.items()), body, time.time())
+                    )
+                    n = sum(1 for r in receiver.requests if r.path == self.path)
+                behaviour = receiver.behaviours.get(self.path, answer(200))
+                status, headers, reply, delay = behaviour(n)
+                if delay:
+                    receiver.release.wait(delay)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def on(self, path: str, behaviour: Behaviour) -> str:
+        self.behaviours[path] = behaviour
+        return self.url(path)
+
+    def received(self, path: str | None = None) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class Processes:
+    """Real ``worker.py`` / ``scheduler.py`` processes with their logs in a temp dir."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, script: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / script)],
+            cwd=ROOT,
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(10)
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs[name]
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill(name)
+            self.procs.pop(name, None)

@@ -1,0 +1,36 @@
+"""Delivery workers: ``python worker.py`` starts WORKER_CONCURRENCY RQ workers (default 4).
+
+Each is a separate process, so one slow webhook never blocks the others. SIGTERM/SIGINT
+stop them after their current delivery (RQ's warm shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rq.worker_pool import WorkerPool
+
+from dispatched import create_app, scheduling
+from dispatched.rq_worker import DeliveryWorker
+
+
+def main() -> int:
+    app = create_app()
+    # The pool's parent only needs Redis; each child builds its own app (no shared DB pool).
+    connection = scheduling.redis_from_url(app.config["REDIS_URL"])
+    queue = app.config["DELIVERY_QUEUE"]
+    count = app.config["WORKER_CONCURRENCY"]
+    logging.getLogger(__name__).info("starting %d delivery workers on queue %r", count, queue)
+    if count <= 1:
+        DeliveryWorker([queue], connection=connection).work(logging_level=app.config["LOG_LEVEL"])
+        return 0
+    pool = WorkerPool(
+        [queue], connection=connection, num_workers=count, worker_class=DeliveryWorker
+    )
+    pool.start(burst=False, logging_level=app.config["LOG_LEVEL"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
