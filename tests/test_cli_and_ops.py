@@ -113,3 +113,37 @@ def test_openapi_document_is_public_and_lists_every_route(client):
         "/api/jobs/{jobId}/replay",
         "/api/usage",
     }
+
+
+def test_admin_reconcile_hands_lost_jobs_back_to_redis(runner, client, team, redis):
+    from datetime import UTC, datetime, timedelta
+
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    job_id = client.post(
+        "/api/jobs/dispatch", json={"payload": {}, "scheduleFor": later}, headers=team.headers
+    ).json["jobId"]
+    now_id = client.post("/api/jobs/dispatch", json={"payload": {}}, headers=team.headers).json[
+        "jobId"
+    ]
+    redis.flushdb()  # Redis restarted empty
+    result = runner.invoke(args=["admin", "reconcile"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    # No epoch marker → a full pass; jobs younger than a few seconds are left to settle.
+    assert report["full"] == 1 and report["rehanded"] == 0
+    from dispatched import reconciler
+
+    with runner.app.app_context():
+        original = reconciler.SETTLE
+        reconciler.SETTLE = timedelta(0)
+        try:
+            redis.delete(reconciler.EPOCH_KEY)
+            report = reconciler.reconcile()
+            assert report["full"] == 1 and report["rehanded"] == 2
+            # A second full pass finds Redis in agreement and does nothing.
+            again = reconciler.reconcile(full=True)
+            assert again["checked"] == 2 and again["rehanded"] == 0
+        finally:
+            reconciler.SETTLE = original
+    assert redis.zscore("rq:scheduler:scheduled_jobs", f"{job_id}-1") is not None
+    assert [x.decode() for x in redis.lrange("rq:queue:dispatched", 0, -1)] == [f"{now_id}-1"]

@@ -7,7 +7,6 @@ every response must match the document (status code, content type, schema).
 from __future__ import annotations
 
 import os
-
 from datetime import UTC, datetime, timedelta
 
 import pytest

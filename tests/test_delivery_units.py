@@ -1,0 +1,113 @@
+"""Narrow tests of pure delivery logic and of the outbound session against a real receiver."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from dispatched import outbound, retry, signing, webhooks
+from dispatched.models import Project
+from tests.support import answer
+
+
+def test_retry_delays_default_schedule_then_doubling_to_cap():
+    delays = [30, 120, 300]
+    got = [retry.delay(n, delays, 3600, 0) for n in range(1, 9)]
+    assert got == [30, 120, 300, 600, 1200, 2400, 3600, 3600]
+
+
+def test_retry_jitter_stays_within_ten_percent():
+    rng = random.Random(7)
+    values = [retry.delay(2, [30, 120, 300], 3600, 0.1, rng=rng) for _ in range(500)]
+    assert min(values) >= 108 and max(values) <= 132
+    assert max(values) - min(values) > 15  # it does vary
+
+
+def test_retry_after_is_a_floor_capped_at_an_hour():
+    assert retry.delay(1, [30], 3600, 0, retry_after=90) == 90
+    assert retry.delay(1, [30], 3600, 0, retry_after=5) == 30
+    assert retry.delay(1, [30], 3600, 0, retry_after=86_400) == 3600
+    with pytest.raises(ValueError, match="retry_number"):
+        retry.delay(0, [30], 3600, 0)
+
+
+def test_parse_retry_after():
+    assert outbound.parse_retry_after("120") == 120
+    assert outbound.parse_retry_after(None) is None
+    assert outbound.parse_retry_after("soon") is None
+    future = (datetime.now(UTC) + timedelta(seconds=60)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert 55 <= outbound.parse_retry_after(future) <= 61
+
+
+def test_rotation_signs_with_both_secrets_and_each_verifies():
+    old, new = webhooks.new_secret(), webhooks.new_secret()
+    body = json.dumps({"jobId": "job_1", "payload": {}}).encode()
+    headers = signing.headers(
+        (new, old), "job_1", int(datetime.now(UTC).timestamp()), body, bearer=True
+    )
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    assert headers["Authorization"] == f"Bearer {new}"
+    for secret in (old, new):
+        assert Webhook(secret).verify(body, headers) == {"jobId": "job_1", "payload": {}}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(webhooks.new_secret()).verify(body, headers)
+    tampered = body.replace(b"job_1", b"job_2")
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new).verify(tampered, headers)
+
+
+def test_live_secrets_keep_the_previous_one_for_24_hours():
+    now = datetime.now(UTC)
+    project = Project(
+        webhook_secret="whsec_new",
+        previous_webhook_secret="whsec_old",
+        secret_rotated_at=now - timedelta(hours=23),
+    )
+    assert webhooks.live_secrets(project, now) == ("whsec_new", "whsec_old")
+    project.secret_rotated_at = now - timedelta(hours=25)
+    assert webhooks.live_secrets(project, now) == ("whsec_new",)
+
+
+def test_bearer_header_off_when_switched_off():
+    headers = signing.headers((webhooks.new_secret(),), "job_1", 1, b"{}", bearer=False)
+    assert "Authorization" not in headers
+
+
+def test_private_addresses_refused_at_delivery(receiver):
+    url = receiver.on("/hook", answer(200))
+    refused = outbound.post(url, b"{}", {}, timeout=2, allow_private=False)
+    assert refused.outcome == "refused" and "private" in refused.error
+    assert receiver.received() == []
+    for target in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/",
+        "http://[::1]:9/",
+    ]:
+        assert outbound.post(target, b"{}", {}, timeout=1, allow_private=False).outcome == "refused"
+    allowed = outbound.post(url, b"{}", {}, timeout=2, allow_private=True)
+    assert allowed.outcome == "success" and allowed.http_status == 200
+    assert len(receiver.received()) == 1
+
+
+def test_outbound_classifies_answers(receiver):
+    cases = {
+        "/ok": answer(204),
+        "/gone": answer(410),
+        "/err": answer(500),
+        "/busy": answer(429, {"Retry-After": "7"}),
+        "/redirect": answer(301, {"Location": "http://example.test/"}),
+    }
+    for path, behaviour in cases.items():
+        receiver.on(path, behaviour)
+    got = {p: outbound.post(receiver.url(p), b"{}", {}, 2, True) for p in cases}
+    assert got["/ok"].outcome == "success"
+    assert got["/gone"].outcome == "gone"
+    assert got["/err"].outcome == "http_error" and got["/err"].retry_after is None
+    assert got["/busy"].retry_after == 7
+    assert got["/redirect"].outcome == "http_error" and "not followed" in got["/redirect"].error
+    closed = outbound.post("http://127.0.0.1:9/", b"{}", {}, 2, True)
+    assert closed.outcome == "connection_error"
