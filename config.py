@@ -131,6 +131,13 @@ class Config:
     )
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    #: None = Secure cookies exactly when PUBLIC_URL is https.
+    SESSION_COOKIE_SECURE = (
+        as_bool(os.environ["SESSION_COOKIE_SECURE"]) if "SESSION_COOKIE_SECURE" in os.environ
+        else None
+    )
+    SESSION_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = None  # tokens live as long as the session
     TESTING = False
 
 

@@ -50,6 +50,13 @@ def check_config(app: Flask) -> None:
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if app.config.get("SESSION_COOKIE_SECURE") is None:
+        app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_URL"].startswith("https://")
+    app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["REMEMBER_COOKIE_HTTPONLY"] = True
+    app.config["REMEMBER_COOKIE_SAMESITE"] = "Lax"
     if app.config["DEFAULT_PLAN"] not in app.config["PLANS"]:
         raise RuntimeError(f"DEFAULT_PLAN {app.config['DEFAULT_PLAN']!r} is not a configured plan")
 
@@ -72,7 +79,7 @@ def limiter_storage_uri(redis_url: str) -> str:
 
 def register_extensions(app: Flask) -> None:
     from . import scheduling
-    from .extensions import db, limiter, migrate
+    from .extensions import csrf, db, htmx, limiter, login_manager, migrate
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", limiter_storage_uri(app.config["REDIS_URL"]))
     app.config.setdefault(
@@ -90,6 +97,9 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
     limiter.init_app(app)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    htmx.init_app(app)
     scheduling.init_app(app)
     app.json.sort_keys = False  # keep the user's payload in the order they sent it
 
@@ -109,12 +119,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 def register_blueprints(app: Flask) -> None:
     from . import ops
     from .api import bp as api_bp
+    from .dashboard import bp as dashboard_bp
+    from .extensions import csrf
 
+    # The API authenticates with bearer keys, not cookies: CSRF does not apply to it.
+    csrf.exempt(api_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(dashboard_bp)
     if app.config["ECHO_RECEIVER_ENABLED"]:
         from . import echo
 
+        csrf.exempt(echo.bp)
         app.register_blueprint(echo.bp)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from flask import g
+from flask_htmx import HTMX
 from flask_limiter import Limiter
+from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -29,3 +32,8 @@ limiter = Limiter(
     in_memory_fallback_enabled=True,
     retry_after="delta-seconds",
 )
+login_manager = LoginManager()
+login_manager.login_view = "dashboard.login"
+login_manager.login_message = "Please log in to continue."
+csrf = CSRFProtect()
+htmx = HTMX()

@@ -58,12 +58,17 @@ def _looks_like_job_id(job_id: str) -> bool:
 
 
 def list_jobs(
-    project_id: int, status: str | None, limit: int, cursor: str | None
+    project_id: int, status: str | None, limit: int, cursor: str | None, search: str | None = None
 ) -> tuple[list[Job], str | None]:
-    """Return a page of the project's jobs, newest first, and the cursor of the next page."""
+    """Return a page of the project's jobs, newest first, and the cursor of the next page.
+
+    ``search`` matches the start of a job id (``job_3fZ`` finds ``job_3fZ…``).
+    """
     query = sa.select(Job).where(Job.project_id == project_id)
     if status:
         query = query.where(Job.status == status)
+    if search:
+        query = query.where(Job.id.startswith(search[:40], autoescape=True))
     if cursor:
         created_at, last_id = _decode_cursor(cursor)
         query = query.where(

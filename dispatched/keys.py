@@ -79,3 +79,12 @@ def revoke(key_id: int, project_ids: list[int]) -> bool:
     )
     db.session.commit()
     return result.rowcount == 1
+
+
+def list_keys(project_id: int) -> list[ApiKey]:
+    """The project's keys, newest first (revoked ones included, marked)."""
+    return list(
+        db.session.execute(
+            sa.select(ApiKey).where(ApiKey.project_id == project_id).order_by(ApiKey.id.desc())
+        ).scalars()
+    )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
+from flask import current_app
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 
 from . import keys, plans, webhooks
@@ -28,7 +29,7 @@ def create_team(name: str, plan: str | None = None, webhook_url: str | None = No
     name = (name or "").strip()
     if not name or len(name) > 120:
         raise BadRequest(f"team name must be 1-120 characters, got {name!r}")
-    plan = plan or plans.names()[0]
+    plan = plan or current_app.config["DEFAULT_PLAN"]
     if plan not in plans.names():
         raise BadRequest(f"unknown plan {plan!r}; choose one of {', '.join(plans.names())}")
     team = Team(name=name, plan=plan)
@@ -84,6 +85,59 @@ def create_user(email: str, password: str, team: Team) -> User:
     db.session.add(user)
     db.session.commit()
     return user
+
+
+def sign_up(email: str, password: str, team_name: str) -> User:
+    """Create a team (with project "default" and a first key) and its first user."""
+    email = (email or "").strip().lower()
+    if db.session.execute(sa.select(User.id).where(User.email == email)).first():
+        raise Conflict(f"a user with email {email!r} already exists")
+    if len(password or "") < 8:
+        raise BadRequest("password must be at least 8 characters")
+    created = create_team(team_name, None)
+    return create_user(email, password, created.team)
+
+
+def authenticate_user(email: str, password: str) -> User | None:
+    """Return the user with this email and password, or None."""
+    user = db.session.execute(
+        sa.select(User).where(User.email == (email or "").strip().lower())
+    ).scalar_one_or_none()
+    if user is None:
+        _hasher.hash(password or "x")  # same cost whether or not the email exists
+        return None
+    return user if check_password(user, password) else None
+
+
+def projects_of(team_id: int) -> list[Project]:
+    return list(
+        db.session.execute(
+            sa.select(Project).where(Project.team_id == team_id).order_by(Project.id)
+        ).scalars()
+    )
+
+
+def get_project(team_id: int, project_id: int) -> Project:
+    """Return a project of the team, or raise NotFound (also for another team's project)."""
+    project = db.session.get(Project, project_id)
+    if project is None or project.team_id != team_id:
+        raise NotFound(f"Project {project_id} not found")
+    return project
+
+
+def add_project(team: Team, name: str) -> Project:
+    """Create a named project (environment) for the team, and commit."""
+    name = (name or "").strip()
+    if not name or len(name) > 80:
+        raise BadRequest(f"project name must be 1-80 characters, got {name!r}")
+    exists = db.session.execute(
+        sa.select(Project.id).where(Project.team_id == team.id, Project.name == name)
+    ).first()
+    if exists:
+        raise Conflict(f"the team already has a project called {name!r}")
+    project = create_project(team, name)
+    db.session.commit()
+    return project
 
 
 def check_password(user: User, password: str) -> bool:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import requests
 from flask import current_app
 from requests_hardened.ip_filter import InvalidIPAddress, filter_host
 
+from . import plans, signing
 from .errors import BadRequest
+from .extensions import db
+from .ids import new_id
 from .models import Project
+from .outbound import USER_AGENT, Result, post
 
 SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
@@ -71,3 +76,45 @@ def validate_url(url: object, *, allow_private: bool | None = None) -> str:
                 f"webhook URL host {parts.hostname!r} does not resolve: {exc}"
             ) from None
     return url
+
+
+def set_url(project: Project, url: str | None) -> None:
+    """Save the project's webhook URL (validated; empty clears it) and commit."""
+    project.webhook_url = validate_url(url) if url and url.strip() else None
+    db.session.commit()
+
+
+def set_bearer(project: Project, enabled: bool) -> None:
+    project.send_bearer_secret = enabled
+    db.session.commit()
+
+
+def rotate_secret(project: Project, now: datetime | None = None) -> str:
+    """Replace the secret; the previous one keeps signing for ROTATION_GRACE. Returns the new."""
+    project.previous_webhook_secret = project.webhook_secret
+    project.webhook_secret = new_secret()
+    project.secret_rotated_at = now or datetime.now(UTC)
+    db.session.commit()
+    return project.webhook_secret
+
+
+def send_test_event(project: Project) -> Result:
+    """POST a signed test event to the project's webhook now (not a job; nothing is stored)."""
+    if not project.webhook_url:
+        return Result("error", 0, error="no webhook URL configured")
+    now = datetime.now(UTC)
+    msg_id = new_id("test")
+    body = json.dumps(
+        {"jobId": msg_id, "attemptId": msg_id, "attempt": msg_id, "attemptNumber": 1,
+         "payload": {"type": "dispatched.test", "message": "Test event from the dashboard"}},
+        separators=(",", ":"),
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        **signing.headers(live_secrets(project, now), msg_id, int(now.timestamp()), body,
+                          bearer=project.send_bearer_secret),
+    }
+    plan = plans.get(project.team.plan)
+    return post(project.webhook_url, body, headers, min(plan.delivery_timeout, 10),
+                current_app.config["ALLOW_PRIVATE_WEBHOOKS"])

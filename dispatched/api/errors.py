@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -33,11 +33,27 @@ def error_response(code: str, http_status: int, message: str, **data: Any) -> Re
     return response
 
 
+#: Blueprints whose errors are HTML pages; everything else answers JSON.
+HTML_BLUEPRINTS = {"dashboard"}
+
+
+def _html_error(status: int, title: str, message: str) -> Response | None:
+    if request.blueprint not in HTML_BLUEPRINTS:
+        return None
+    response = make_response(
+        render_template("error.html", status=status, title=title, message=message), status
+    )
+    return response
+
+
 def register_errorhandlers(app: Flask) -> None:
-    """Answer every error with the JSON error shape (HTML pages may override for their paths)."""
+    """Answer every error with the JSON error shape (dashboard pages get an HTML page)."""
 
     @app.errorhandler(ServiceError)
     def service_error(exc: ServiceError) -> Response:
+        html = _html_error(exc.status, exc.code.replace("_", " ").title(), exc.message)
+        if html is not None:
+            return html
         response = error_response(exc.code, exc.status, exc.message, **exc.data)
         response.headers.update(exc.headers)
         return response
@@ -64,6 +80,9 @@ def register_errorhandlers(app: Flask) -> None:
             405: f"Method {request.method} is not allowed on {request.path!r}",
             413: "Request body is too large",
         }.get(status, exc.description or exc.name)
+        html = _html_error(status, exc.name, exc.description or exc.name)
+        if html is not None:
+            return html
         response = error_response(code, status, message)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
@@ -73,4 +92,7 @@ def register_errorhandlers(app: Flask) -> None:
     def internal_error(exc: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         db.session.rollback()
+        html = _html_error(500, "Internal error", "Something went wrong on our side; it is logged.")
+        if html is not None:
+            return html
         return error_response("INTERNAL_ERROR", 500, "Internal server error")

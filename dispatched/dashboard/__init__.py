@@ -1,0 +1,9 @@
+"""The HTMX dashboard blueprint (``/``, DESIGN.md §7): server-rendered pages, htmx partials."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("dashboard", __name__)
+
+from . import auth, jobs, pages, settings  # noqa: E402,F401  (routes register on import)

@@ -1,0 +1,42 @@
+"""WTForms forms of the dashboard (CSRF-protected by Flask-WTF)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, PasswordField, StringField
+from wtforms.validators import DataRequired, Length, Optional
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+
+
+class SignupForm(FlaskForm):
+    team = StringField("Team name", validators=[DataRequired(), Length(max=120)])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=200)])
+
+
+class KeyForm(FlaskForm):
+    label = StringField("Label", validators=[DataRequired(), Length(max=120)])
+
+
+class ProjectForm(FlaskForm):
+    name = StringField("Project name", validators=[DataRequired(), Length(max=80)])
+
+
+class WebhookForm(FlaskForm):
+    url = StringField("Webhook URL", validators=[Optional(), Length(max=2048)])
+
+
+class BearerForm(FlaskForm):
+    send_bearer = BooleanField("Send Authorization: Bearer <secret>")
+
+
+class RescheduleForm(FlaskForm):
+    when = StringField("New time (UTC)", validators=[Optional(), Length(max=64)])
+
+
+class ActionForm(FlaskForm):
+    """A bare form: buttons that only need the CSRF token."""

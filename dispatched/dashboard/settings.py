@@ -1,0 +1,140 @@
+"""API keys and webhook settings of a project."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, flash, redirect, render_template, url_for
+from flask_login import login_required
+
+from .. import keys, webhooks
+from ..errors import NotFound, ServiceError
+from ..extensions import db, htmx
+from . import bp
+from .context import project_or_404
+from .forms import ActionForm, BearerForm, KeyForm, WebhookForm
+
+
+@bp.get("/p/<int:project_id>/keys")
+@login_required
+def keys_page(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    return render_template("dashboard/keys.html", keys=keys.list_keys(project.id),
+                           form=KeyForm(), action_form=ActionForm(), new_token=None)
+
+
+@bp.post("/p/<int:project_id>/keys")
+@login_required
+def create_key(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    form = KeyForm()
+    new_token = None
+    if form.validate_on_submit():
+        _, new_token = keys.create_key(project, form.label.data)
+        db.session.commit()
+    else:
+        flash("Give the key a label (up to 120 characters).", "error")
+    status = 201 if new_token else 400
+    return render_template("dashboard/keys.html", keys=keys.list_keys(project.id), form=KeyForm(
+        formdata=None), action_form=ActionForm(), new_token=new_token), status
+
+
+@bp.post("/p/<int:project_id>/keys/<int:key_id>/revoke")
+@login_required
+def revoke_key(project_id: int, key_id: int) -> Any:
+    project = project_or_404(project_id)
+    if not keys.revoke(key_id, [project.id]):
+        if key_id not in {key.id for key in keys.list_keys(project.id)}:
+            raise NotFound(f"API key {key_id} not found")
+    flash("Key revoked: requests with it now get 401.", "ok")
+    if htmx:
+        return render_template("dashboard/_keys_table.html", keys=keys.list_keys(project.id),
+                               action_form=ActionForm())
+    return redirect(url_for("dashboard.keys_page", project_id=project.id))
+
+
+def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
+    from .. import echo
+
+    deliveries = []
+    if current_app.config["ECHO_RECEIVER_ENABLED"] and project.webhook_url and \
+            project.webhook_url.rstrip("/").endswith("/dev/echo"):
+        try:
+            deliveries = echo.recent_deliveries()[:10]
+        except Exception:  # noqa: BLE001  (the page renders without Redis)
+            deliveries = []
+    context = {
+        "form": WebhookForm(formdata=None, url=project.webhook_url),
+        "bearer_form": BearerForm(formdata=None, send_bearer=project.send_bearer_secret),
+        "action_form": ActionForm(),
+        "echo_deliveries": deliveries,
+        "test_result": None,
+        "secret": None,
+        **extra,
+    }
+    return render_template("dashboard/webhook.html", **context), status
+
+
+@bp.get("/p/<int:project_id>/webhook")
+@login_required
+def webhook(project_id: int) -> Any:
+    return _webhook_page(project_or_404(project_id))
+
+
+@bp.post("/p/<int:project_id>/webhook")
+@login_required
+def save_webhook(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    form = WebhookForm()
+    if not form.validate_on_submit():
+        flash("The form expired or is invalid; try again.", "error")
+        return _webhook_page(project, 400)
+    try:
+        webhooks.set_url(project, form.url.data)
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return _webhook_page(project, 400)
+    flash("Webhook URL saved." if project.webhook_url else "Webhook URL cleared.", "ok")
+    return redirect(url_for("dashboard.webhook", project_id=project.id))
+
+
+@bp.post("/p/<int:project_id>/webhook/test")
+@login_required
+def test_webhook(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    result = webhooks.send_test_event(project)
+    if htmx:
+        return render_template("dashboard/_test_result.html", result=result)
+    return _webhook_page(project, test_result=result)
+
+
+@bp.post("/p/<int:project_id>/webhook/secret")
+@login_required
+def reveal_secret(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    if htmx:
+        return render_template("dashboard/_secret.html", secret=project.webhook_secret)
+    return _webhook_page(project, secret=project.webhook_secret)
+
+
+@bp.post("/p/<int:project_id>/webhook/rotate")
+@login_required
+def rotate_secret(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    secret = webhooks.rotate_secret(project)
+    flash("Secret rotated. The previous secret keeps working for 24 hours.", "ok")
+    if htmx:
+        return render_template("dashboard/_secret.html", secret=secret, rotated=True)
+    return _webhook_page(project, secret=secret)
+
+
+@bp.post("/p/<int:project_id>/webhook/bearer")
+@login_required
+def set_bearer(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    form = BearerForm()
+    if form.validate_on_submit():
+        webhooks.set_bearer(project, bool(form.send_bearer.data))
+        flash("Bearer header " + ("on." if project.send_bearer_secret else "off."), "ok")
+    return redirect(url_for("dashboard.webhook", project_id=project.id))
