@@ -133,7 +133,8 @@ class Config:
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
     #: None = Secure cookies exactly when PUBLIC_URL is https.
     SESSION_COOKIE_SECURE = (
-        as_bool(os.environ["SESSION_COOKIE_SECURE"]) if "SESSION_COOKIE_SECURE" in os.environ
+        as_bool(os.environ["SESSION_COOKIE_SECURE"])
+        if "SESSION_COOKIE_SECURE" in os.environ
         else None
     )
     SESSION_COOKIE_SAMESITE = "Lax"

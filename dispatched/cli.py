@@ -117,8 +117,9 @@ def set_plan(team: str, plan: str) -> None:
 
 @admin.command("seed-demo")
 @click.option("--webhook-url", default=None, help="Defaults to the built-in echo receiver.")
+@click.option("--history", is_flag=True, help="Also add a month of finished demo jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def seed_demo(webhook_url: str | None, as_json: bool) -> None:
+def seed_demo(webhook_url: str | None, history: bool, as_json: bool) -> None:
     """Create (once) the demo team, user and project; print a fresh demo API key.
 
     Running it again keeps the data and replaces the previous demo key.
@@ -132,6 +133,10 @@ def seed_demo(webhook_url: str | None, as_json: bool) -> None:
         db.session.commit()
         teams.create_user(DEMO_EMAIL, DEMO_PASSWORD, created.team)
         project = created.project
+        if history:
+            from .demo import seed_history
+
+            seed_history(project.id)
     else:
         project = user.team.projects[0]
     # Replace the previous demo key so exactly one printed key is live.

@@ -64,7 +64,8 @@ def recent_failures(project_id: int, limit: int = 5) -> list[Job]:
 
 def status_counts(project_id: int) -> dict[str, int]:
     rows = db.session.execute(
-        sa.select(Job.status, sa.func.count()).where(Job.project_id == project_id)
+        sa.select(Job.status, sa.func.count())
+        .where(Job.project_id == project_id)
         .group_by(Job.status)
     ).all()
     return {status: count for status, count in rows}

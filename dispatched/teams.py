@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
-from flask import current_app
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from flask import current_app
 
 from . import keys, plans, webhooks
 from .errors import BadRequest, Conflict, NotFound

@@ -105,16 +105,31 @@ def send_test_event(project: Project) -> Result:
     now = datetime.now(UTC)
     msg_id = new_id("test")
     body = json.dumps(
-        {"jobId": msg_id, "attemptId": msg_id, "attempt": msg_id, "attemptNumber": 1,
-         "payload": {"type": "dispatched.test", "message": "Test event from the dashboard"}},
+        {
+            "jobId": msg_id,
+            "attemptId": msg_id,
+            "attempt": msg_id,
+            "attemptNumber": 1,
+            "payload": {"type": "dispatched.test", "message": "Test event from the dashboard"},
+        },
         separators=(",", ":"),
     ).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        **signing.headers(live_secrets(project, now), msg_id, int(now.timestamp()), body,
-                          bearer=project.send_bearer_secret),
+        **signing.headers(
+            live_secrets(project, now),
+            msg_id,
+            int(now.timestamp()),
+            body,
+            bearer=project.send_bearer_secret,
+        ),
     }
     plan = plans.get(project.team.plan)
-    return post(project.webhook_url, body, headers, min(plan.delivery_timeout, 10),
-                current_app.config["ALLOW_PRIVATE_WEBHOOKS"])
+    return post(
+        project.webhook_url,
+        body,
+        headers,
+        min(plan.delivery_timeout, 10),
+        current_app.config["ALLOW_PRIVATE_WEBHOOKS"],
+    )

@@ -67,10 +67,13 @@ class Receiver:
                 status, headers, reply, delay = behaviour(n)
                 if delay:
                     receiver.release.wait(delay)
+                if status in (204, 304):
+                    reply = b""  # these statuses carry no body (HTTP/1.1)
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(reply)))
+                if status not in (204, 304):
+                    self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
 

@@ -70,19 +70,24 @@ def test_login_wrong_password_and_logout(app, client, owner):
     client.post("/logout", data={"csrf_token": page_token(client, f"/p/{owner}/")})
     assert client.get(f"/p/{owner}/").status_code == 302  # back to login
     token = page_token(client, "/login")
-    bad = client.post("/login", data={"csrf_token": token, "email": "owner@example.com",
-                                      "password": "nope-nope"})
+    bad = client.post(
+        "/login", data={"csrf_token": token, "email": "owner@example.com", "password": "nope-nope"}
+    )
     assert bad.status_code == 400 and "Wrong email or password" in bad.get_data(as_text=True)
-    good = client.post("/login", data={"csrf_token": token, "email": "OWNER@example.com",
-                                       "password": "correct-horse"})
+    good = client.post(
+        "/login",
+        data={"csrf_token": token, "email": "OWNER@example.com", "password": "correct-horse"},
+    )
     assert good.status_code == 302
 
 
 def test_login_next_is_not_an_open_redirect(client, owner):
     client.post("/logout", data={"csrf_token": page_token(client, f"/p/{owner}/")})
     token = page_token(client, "/login")
-    r = client.post("/login?next=//evil.example/", data={
-        "csrf_token": token, "email": "owner@example.com", "password": "correct-horse"})
+    r = client.post(
+        "/login?next=//evil.example/",
+        data={"csrf_token": token, "email": "owner@example.com", "password": "correct-horse"},
+    )
     assert r.status_code == 302 and "evil.example" not in r.headers["Location"]
 
 
@@ -103,8 +108,9 @@ def test_create_key_shows_token_once_and_it_works(client, owner):
     assert r.status_code == 201
     html = r.get_data(as_text=True)
     api_key = re.search(r'<code id="new-token">(disp_k1_\w+)</code>', html).group(1)
-    assert client.get("/api/usage", headers={"Authorization": f"Bearer {api_key}"}).status_code \
-        == 200
+    assert (
+        client.get("/api/usage", headers={"Authorization": f"Bearer {api_key}"}).status_code == 200
+    )
     listing = client.get(f"/p/{owner}/keys").get_data(as_text=True)
     assert "ci server" in listing and api_key not in listing  # shown once only
     assert api_key[:12] in listing
@@ -113,28 +119,33 @@ def test_create_key_shows_token_once_and_it_works(client, owner):
 def test_revoke_key_from_the_page(app, client, owner):
     token = page_token(client, f"/p/{owner}/keys")
     html = client.post(f"/p/{owner}/keys", data={"csrf_token": token, "label": "temp"}).get_data(
-        as_text=True)
+        as_text=True
+    )
     api_key = re.search(r'<code id="new-token">(disp_k1_\w+)</code>', html).group(1)
     key_id = int(re.findall(r'id="key-(\d+)"', html)[0])
-    r = client.post(f"/p/{owner}/keys/{key_id}/revoke", headers={"HX-Request": "true",
-                                                                 "X-CSRFToken": token})
+    r = client.post(
+        f"/p/{owner}/keys/{key_id}/revoke", headers={"HX-Request": "true", "X-CSRFToken": token}
+    )
     assert r.status_code == 200 and "revoked" in r.get_data(as_text=True)
-    assert client.get("/api/usage", headers={"Authorization": f"Bearer {api_key}"}).status_code \
-        == 401
+    assert (
+        client.get("/api/usage", headers={"Authorization": f"Bearer {api_key}"}).status_code == 401
+    )
 
 
 def test_webhook_url_is_validated_and_saved(app, client, owner, database_url, redis_url):
     token = page_token(client, f"/p/{owner}/webhook")
     bad = client.post(f"/p/{owner}/webhook", data={"csrf_token": token, "url": "ftp://nope"})
     assert bad.status_code == 400 and "http(s) URL" in bad.get_data(as_text=True)
-    ok = client.post(f"/p/{owner}/webhook", data={"csrf_token": token,
-                                                  "url": "http://127.0.0.1:9/hook"})
+    ok = client.post(
+        f"/p/{owner}/webhook", data={"csrf_token": token, "url": "http://127.0.0.1:9/hook"}
+    )
     assert ok.status_code == 302
     with app.app_context():
         assert db.session.get(Project, owner).webhook_url == "http://127.0.0.1:9/hook"
     app.config["ALLOW_PRIVATE_WEBHOOKS"] = False
-    refused = client.post(f"/p/{owner}/webhook", data={"csrf_token": token,
-                                                       "url": "http://169.254.169.254/"})
+    refused = client.post(
+        f"/p/{owner}/webhook", data={"csrf_token": token, "url": "http://169.254.169.254/"}
+    )
     assert refused.status_code == 400 and "private" in refused.get_data(as_text=True)
 
 
@@ -144,8 +155,9 @@ def test_send_test_event_reports_the_receivers_answer(client, owner, receiver):
     url = receiver.on("/hook", answer(200))
     token = page_token(client, f"/p/{owner}/webhook")
     client.post(f"/p/{owner}/webhook", data={"csrf_token": token, "url": url})
-    r = client.post(f"/p/{owner}/webhook/test", headers={"HX-Request": "true",
-                                                         "X-CSRFToken": token})
+    r = client.post(
+        f"/p/{owner}/webhook/test", headers={"HX-Request": "true", "X-CSRFToken": token}
+    )
     assert r.status_code == 200 and "Receiver answered HTTP 200" in r.get_data(as_text=True)
     (got,) = receiver.received("/hook")
     assert got.json["payload"]["type"] == "dispatched.test"
@@ -156,8 +168,9 @@ def test_rotate_secret_keeps_previous(app, client, owner):
     with app.app_context():
         old = db.session.get(Project, owner).webhook_secret
     token = page_token(client, f"/p/{owner}/webhook")
-    r = client.post(f"/p/{owner}/webhook/rotate", headers={"HX-Request": "true",
-                                                           "X-CSRFToken": token})
+    r = client.post(
+        f"/p/{owner}/webhook/rotate", headers={"HX-Request": "true", "X-CSRFToken": token}
+    )
     assert r.status_code == 200
     new = re.search(r'<code id="secret">(whsec_[^<]+)</code>', r.get_data(as_text=True)).group(1)
     with app.app_context():
@@ -174,10 +187,12 @@ def test_jobs_table_filters_and_actions(app, client, owner):
         db.session.commit()
     headers = {"Authorization": f"Bearer {api_key}"}
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    queued = client.post("/api/jobs/dispatch", json={"payload": {"a": 1}, "scheduleFor": later},
-                         headers=headers).json["jobId"]
-    now = client.post("/api/jobs/dispatch", json={"payload": {"b": 2}},
-                      headers=headers).json["jobId"]
+    queued = client.post(
+        "/api/jobs/dispatch", json={"payload": {"a": 1}, "scheduleFor": later}, headers=headers
+    ).json["jobId"]
+    now = client.post("/api/jobs/dispatch", json={"payload": {"b": 2}}, headers=headers).json[
+        "jobId"
+    ]
     rows = client.get(f"/p/{owner}/jobs/rows").get_data(as_text=True)
     assert queued in rows and now in rows and rows.strip().startswith("<tbody")
     only = client.get(f"/p/{owner}/jobs/rows?status=QUEUED").get_data(as_text=True)
@@ -185,9 +200,10 @@ def test_jobs_table_filters_and_actions(app, client, owner):
     found = client.get(f"/p/{owner}/jobs/rows?q={now[:10]}").get_data(as_text=True)
     assert now in found
     token = page_token(client, f"/p/{owner}/jobs")
-    r = client.post(f"/p/{owner}/jobs/{queued}/cancel",
-                    headers={"HX-Request": "true", "HX-Target": f"row-{queued}",
-                             "X-CSRFToken": token})
+    r = client.post(
+        f"/p/{owner}/jobs/{queued}/cancel",
+        headers={"HX-Request": "true", "HX-Target": f"row-{queued}", "X-CSRFToken": token},
+    )
     assert r.status_code == 200 and "CANCELLED" in r.get_data(as_text=True)
     page = client.get(f"/p/{owner}/jobs/{now}").get_data(as_text=True)
     assert "&#34;b&#34;: 2" in page or '"b": 2' in page
@@ -195,8 +211,14 @@ def test_jobs_table_filters_and_actions(app, client, owner):
 
 
 def test_pages_render_for_the_owner(client, owner):
-    for path in ["/", f"/p/{owner}/", f"/p/{owner}/jobs", f"/p/{owner}/keys",
-                 f"/p/{owner}/webhook", f"/p/{owner}/plan"]:
+    for path in [
+        "/",
+        f"/p/{owner}/",
+        f"/p/{owner}/jobs",
+        f"/p/{owner}/keys",
+        f"/p/{owner}/webhook",
+        f"/p/{owner}/plan",
+    ]:
         r = client.get(path, follow_redirects=True)
         assert r.status_code == 200, path
         assert "<html" in r.get_data(as_text=True)
@@ -210,8 +232,9 @@ def test_another_team_gets_404_everywhere(app, client, owner):
         key, api_key = keys.create_key(project, "victim")
         db.session.commit()
         key_id = key.id
-    job_id = client.post("/api/jobs/dispatch", json={"payload": {}},
-                         headers={"Authorization": f"Bearer {api_key}"}).json["jobId"]
+    job_id = client.post(
+        "/api/jobs/dispatch", json={"payload": {}}, headers={"Authorization": f"Bearer {api_key}"}
+    ).json["jobId"]
     other = app.test_client()
     sign_up(other, email="intruder@example.com", team="Other")
     token = page_token(other, "/")
@@ -229,10 +252,12 @@ def test_another_team_gets_404_everywhere(app, client, owner):
     # Their own project id, with the victim's job or key: still 404.
     own = project_id_of(app, "Other")
     assert other.get(f"/p/{own}/jobs/{job_id}").status_code == 404
-    assert other.post(f"/p/{own}/keys/{key_id}/revoke",
-                      data={"csrf_token": token}).status_code == 404
-    assert client.get("/api/usage", headers={"Authorization": f"Bearer {api_key}"}).status_code \
-        == 200  # the key still works: nothing was revoked
+    assert (
+        other.post(f"/p/{own}/keys/{key_id}/revoke", data={"csrf_token": token}).status_code == 404
+    )
+    assert (
+        client.get("/api/usage", headers={"Authorization": f"Bearer {api_key}"}).status_code == 200
+    )  # the key still works: nothing was revoked
 
 
 def test_signup_can_be_switched_off(app, client):

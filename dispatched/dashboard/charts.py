@@ -42,8 +42,20 @@ def daily_chart(days: list[Day], width: int = 600, height: int = 160) -> Chart:
                 continue
             h = count / peak * (height - 4)
             y -= h
-            bars.append(Bar(index * slot + (slot - bar_width) / 2, y, h, colour,
-                            f"{day.day.isoformat()}: {count} {status.lower()}"))
-    labels = [(index * slot + slot / 2, day.day.strftime("%d %b"))
-              for index, day in enumerate(days) if index % 7 == 0 or index == len(days) - 1]
+            bars.append(
+                Bar(
+                    index * slot + (slot - bar_width) / 2,
+                    y,
+                    h,
+                    colour,
+                    f"{day.day.isoformat()}: {count} {status.lower()}",
+                )
+            )
+    # A label every 7 days counted back from today, so the last bar (today) is labelled.
+    last = len(days) - 1
+    labels = [
+        (index * slot + slot / 2, day.day.strftime("%d %b"))
+        for index, day in enumerate(days)
+        if (last - index) % 7 == 0 and index > 0
+    ]
     return Chart(width, height, bar_width, bars, peak, labels)

@@ -30,8 +30,14 @@ def _page(project_id: int) -> dict[str, Any]:
     except BadRequest as exc:
         flash(exc.message, "error")
         status, cursor, rows, next_cursor = None, None, [], None
-    return {"rows": rows, "next_cursor": next_cursor, "status": status or "", "q": search or "",
-            "cursor": cursor or "", "statuses": JobStatus.ALL}
+    return {
+        "rows": rows,
+        "next_cursor": next_cursor,
+        "status": status or "",
+        "q": search or "",
+        "cursor": cursor or "",
+        "statuses": JobStatus.ALL,
+    }
 
 
 @bp.get("/p/<int:project_id>/jobs")
@@ -72,15 +78,17 @@ def _job_context(project_id: int, job: Any) -> dict[str, Any]:
 def _after_action(project_id: int, job_id: str, message: str | None, error: str | None) -> Any:
     if htmx and request.headers.get("HX-Target", "").startswith("row-"):
         # A table row shows the outcome itself (new status badge); no flash to leak elsewhere.
-        return render_template("dashboard/_job_row.html", job=jobs.get(project_id, job_id),
-                               form=ActionForm())
+        return render_template(
+            "dashboard/_job_row.html", job=jobs.get(project_id, job_id), form=ActionForm()
+        )
     if error:
         flash(error, "error")
     elif message:
         flash(message, "ok")
     if htmx:
-        return render_template("dashboard/_job_panel.html",
-                               **_job_context(project_id, jobs.get(project_id, job_id)))
+        return render_template(
+            "dashboard/_job_panel.html", **_job_context(project_id, jobs.get(project_id, job_id))
+        )
     return redirect(url_for("dashboard.job_page", project_id=project_id, job_id=job_id))
 
 
@@ -120,8 +128,9 @@ def reschedule_job(project_id: int, job_id: str) -> Any:
     jobs.get(project.id, job_id)
     try:
         raw = (form.when.data or "").strip() or None
-        when = job_input.parse_schedule(raw, "time", clock.utcnow(),
-                                        current_app.config["MAX_SCHEDULE_DAYS"])
+        when = job_input.parse_schedule(
+            raw, "time", clock.utcnow(), current_app.config["MAX_SCHEDULE_DAYS"]
+        )
         jobs.reschedule(project.id, job_id, when)
     except ServiceError as exc:
         db.session.rollback()

@@ -19,8 +19,13 @@ from .forms import ActionForm, BearerForm, KeyForm, WebhookForm
 @login_required
 def keys_page(project_id: int) -> Any:
     project = project_or_404(project_id)
-    return render_template("dashboard/keys.html", keys=keys.list_keys(project.id),
-                           form=KeyForm(), action_form=ActionForm(), new_token=None)
+    return render_template(
+        "dashboard/keys.html",
+        keys=keys.list_keys(project.id),
+        form=KeyForm(),
+        action_form=ActionForm(),
+        new_token=None,
+    )
 
 
 @bp.post("/p/<int:project_id>/keys")
@@ -35,21 +40,27 @@ def create_key(project_id: int) -> Any:
     else:
         flash("Give the key a label (up to 120 characters).", "error")
     status = 201 if new_token else 400
-    return render_template("dashboard/keys.html", keys=keys.list_keys(project.id), form=KeyForm(
-        formdata=None), action_form=ActionForm(), new_token=new_token), status
+    return render_template(
+        "dashboard/keys.html",
+        keys=keys.list_keys(project.id),
+        form=KeyForm(formdata=None),
+        action_form=ActionForm(),
+        new_token=new_token,
+    ), status
 
 
 @bp.post("/p/<int:project_id>/keys/<int:key_id>/revoke")
 @login_required
 def revoke_key(project_id: int, key_id: int) -> Any:
     project = project_or_404(project_id)
-    if not keys.revoke(key_id, [project.id]):
-        if key_id not in {key.id for key in keys.list_keys(project.id)}:
-            raise NotFound(f"API key {key_id} not found")
+    revoked = keys.revoke(key_id, [project.id])
+    if not revoked and key_id not in {key.id for key in keys.list_keys(project.id)}:
+        raise NotFound(f"API key {key_id} not found")
     flash("Key revoked: requests with it now get 401.", "ok")
     if htmx:
-        return render_template("dashboard/_keys_table.html", keys=keys.list_keys(project.id),
-                               action_form=ActionForm())
+        return render_template(
+            "dashboard/_keys_table.html", keys=keys.list_keys(project.id), action_form=ActionForm()
+        )
     return redirect(url_for("dashboard.keys_page", project_id=project.id))
 
 
@@ -57,8 +68,11 @@ def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
     from .. import echo
 
     deliveries = []
-    if current_app.config["ECHO_RECEIVER_ENABLED"] and project.webhook_url and \
-            project.webhook_url.rstrip("/").endswith("/dev/echo"):
+    if (
+        current_app.config["ECHO_RECEIVER_ENABLED"]
+        and project.webhook_url
+        and project.webhook_url.rstrip("/").endswith("/dev/echo")
+    ):
         try:
             deliveries = echo.recent_deliveries()[:10]
         except Exception:  # noqa: BLE001  (the page renders without Redis)

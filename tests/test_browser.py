@@ -1,0 +1,210 @@
+"""The dashboard in a real browser: Playwright driving Debian's Chromium.
+
+Skipped only when Chromium is absent and ``CI`` is not set; in CI a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from dispatched.extensions import db
+from dispatched.models import Job, Project, Team
+from tests.support import answer
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM}; CI must run the browser tests")
+        pytest.skip("Chromium is not installed (apt install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def sign_up(page, base: str, email: str = "ada@example.com", team: str = "Analytical") -> None:
+    page.goto(f"{base}/signup")
+    page.fill("input[name=team]", team)
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", "difference-engine")
+    page.click("button[type=submit]")
+    page.wait_for_selector("svg.chart")
+
+
+def project_id(app, team_name: str) -> int:
+    with app.app_context():
+        team = db.session.query(Team).filter_by(name=team_name).one()
+        return team.projects[0].id
+
+
+def create_key(page, base: str, pid: int) -> str:
+    page.goto(f"{base}/p/{pid}/keys")
+    page.fill("input[name=label]", "browser test")
+    page.click("text=Create key")
+    return page.inner_text("#new-token").strip()
+
+
+def test_sign_up_log_out_and_log_in(app, live_server, page):
+    sign_up(page, live_server)
+    assert "Analytical" in page.inner_text("header")
+    page.click("text=Log out")
+    page.wait_for_url(re.compile(r".*/login$"))
+    page.fill("input[name=email]", "ada@example.com")
+    page.fill("input[name=password]", "wrong-password")
+    page.click("button[type=submit]")
+    assert "Wrong email or password" in page.inner_text("main")
+    page.fill("input[name=email]", "ada@example.com")
+    page.fill("input[name=password]", "difference-engine")
+    page.click("button[type=submit]")
+    page.wait_for_selector("svg.chart")
+    assert "overview" in page.inner_text("h1")
+
+
+def test_created_key_works_with_the_api(app, live_server, page):
+    sign_up(page, live_server)
+    token = create_key(page, live_server, project_id(app, "Analytical"))
+    assert token.startswith("disp_k1_")
+    r = requests.get(
+        f"{live_server}/api/usage", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert r.status_code == 200 and r.json()["plan"] == "free"
+    page.goto(f"{live_server}/p/{project_id(app, 'Analytical')}/keys")  # shown once only
+    assert page.query_selector("#new-token") is None
+    assert "browser test" in page.inner_text("#keys-table")
+
+
+def test_jobs_table_updates_live_and_cancels(app, live_server, page, receiver, delivery_stack):
+    sign_up(page, live_server)
+    pid = project_id(app, "Analytical")
+    with app.app_context():
+        db.session.get(Project, pid).webhook_url = receiver.on("/hook", answer(200))
+        db.session.commit()
+    token = create_key(page, live_server, pid)
+    headers = {"Authorization": f"Bearer {token}"}
+    page.goto(f"{live_server}/p/{pid}/jobs")
+    page.evaluate("window.__noReload = true")
+
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    job_id = requests.post(
+        f"{live_server}/api/jobs/dispatch",
+        headers=headers,
+        timeout=10,
+        json={"payload": {"n": 1}, "scheduleFor": soon},
+    ).json()["jobId"]
+    row = f"#row-{job_id}"
+    page.wait_for_selector(row)  # appears without a reload
+    assert page.get_attribute(row, "data-status") == "QUEUED"
+    page.wait_for_selector(f"{row}[data-status=COMPLETED]", timeout=20_000)  # changes live
+    assert page.evaluate("window.__noReload") is True
+
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    queued = requests.post(
+        f"{live_server}/api/jobs/dispatch",
+        headers=headers,
+        timeout=10,
+        json={"payload": {"n": 2}, "scheduleFor": later},
+    ).json()["jobId"]
+    page.wait_for_selector(f"#row-{queued}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"#row-{queued} >> text=Cancel")
+    page.wait_for_selector(f"#row-{queued}[data-status=CANCELLED]")
+    r = requests.get(f"{live_server}/api/jobs/{queued}", headers=headers, timeout=10)
+    assert r.json()["status"] == "CANCELLED"
+    assert page.evaluate("window.__noReload") is True
+
+
+def test_job_page_shows_attempts(app, live_server, page, receiver, delivery_stack):
+    sign_up(page, live_server)
+    pid = project_id(app, "Analytical")
+    flaky = receiver.on("/flaky", lambda n: (503 if n == 1 else 200, {}, b"ok", 0.0))
+    with app.app_context():
+        db.session.get(Project, pid).webhook_url = flaky
+        db.session.commit()
+    token = create_key(page, live_server, pid)
+    job_id = requests.post(
+        f"{live_server}/api/jobs/dispatch",
+        timeout=10,
+        headers={"Authorization": f"Bearer {token}"},
+        json={"payload": {"order": 42}},
+    ).json()["jobId"]
+    page.goto(f"{live_server}/p/{pid}/jobs/{job_id}")
+    assert '"order": 42' in page.inner_text("pre.json")
+    # The panel refreshes itself while the job is live, until both attempts show.
+    page.wait_for_selector(".timeline li.success", timeout=20_000)
+    items = page.query_selector_all(".timeline li")
+    assert len(items) == 2
+    assert "HTTP 503" in items[0].inner_text() and "HTTP 200" in items[1].inner_text()
+    assert "COMPLETED" in page.inner_text("h1")
+
+
+def test_rotate_secret(app, live_server, page):
+    sign_up(page, live_server)
+    pid = project_id(app, "Analytical")
+    with app.app_context():
+        old = db.session.get(Project, pid).webhook_secret
+    page.goto(f"{live_server}/p/{pid}/webhook")
+    page.click("text=Reveal")
+    assert page.inner_text("#secret") == old
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("text=Rotate")
+    page.wait_for_selector("text=Secret rotated")
+    new = page.inner_text("#secret")
+    assert new.startswith("whsec_") and new != old
+    with app.app_context():
+        project = db.session.get(Project, pid)
+        assert project.webhook_secret == new and project.previous_webhook_secret == old
+
+
+def test_post_without_csrf_token_is_refused(app, live_server, page):
+    sign_up(page, live_server)
+    pid = project_id(app, "Analytical")
+    page.goto(f"{live_server}/p/{pid}/keys")
+    status = page.evaluate(
+        """async (url) => (await fetch(url, {method: 'POST',
+             headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+             body: 'label=forged'})).status""",
+        f"{live_server}/p/{pid}/keys",
+    )
+    assert status == 400
+    with app.app_context():
+        from dispatched.models import ApiKey
+
+        assert db.session.query(ApiKey).filter_by(label="forged").count() == 0
+        assert db.session.query(Job).count() == 0
+
+
+def test_phone_width_has_no_page_overflow(app, live_server, browser):
+    context = browser.new_context(viewport={"width": 375, "height": 740})
+    page = context.new_page()
+    sign_up(page, live_server)
+    pid = project_id(app, "Analytical")
+    for path in ["/", "/jobs", "/keys", "/webhook", "/plan"]:
+        page.goto(f"{live_server}/p/{pid}{path}")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, (path, overflow)
+    context.close()
