@@ -126,9 +126,14 @@ class Processes:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, script: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        return self.start_command(name, [sys.executable, str(ROOT / script)], **extra_env)
+
+    def start_command(
+        self, name: str, argv: list[str], **extra_env: str
+    ) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / script)],
+            argv,
             cwd=ROOT,
             env={**self.env, **extra_env},
             stdout=log,

@@ -333,3 +333,28 @@ def test_metrics_count_deliveries(live_server, make_team, receiver, delivery_sta
     assert "dispatched_delivery_latency_seconds_count 1" in text
     assert 'dispatched_jobs{status="COMPLETED"} 1' in text
     assert 'dispatched_queue_depth{place="queued"} 0' in text
+
+
+def test_plain_rq_worker_with_the_project_worker_class(
+    live_server, make_team, receiver, processes, redis_url
+):
+    import sys
+    from pathlib import Path
+
+    rq = str(Path(sys.executable).parent / "rq")
+    team = make_team("e2e", webhook_url=receiver.on("/hook", answer(200)))
+    processes.start_command(
+        "rq-worker",
+        [rq, "worker", "-w", "dispatched.rq_worker.DeliveryWorker", "-u", redis_url, "dispatched"],
+    )
+    processes.start("scheduler", "scheduler.py")
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    now_job = api(live_server, team, "POST", "/jobs/dispatch", json={"payload": {"a": 1}}).json()
+    later = api(
+        live_server, team, "POST", "/jobs/dispatch", json={"payload": {"b": 2}, "scheduleFor": soon}
+    ).json()
+    wait_status(live_server, team, now_job["jobId"], "COMPLETED", timeout=30)
+    wait_status(live_server, team, later["jobId"], "COMPLETED", timeout=30)
+    assert sorted(r.json["jobId"] for r in receiver.received("/hook")) == sorted(
+        [now_job["jobId"], later["jobId"]]
+    )
