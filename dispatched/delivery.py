@@ -16,10 +16,6 @@ from . import clock, jobs, metrics, outbound, signing
 
 logger = logging.getLogger(__name__)
 
-#: An attempt that reaches a worker this close before its time waits it out; earlier, it is
-#: handed back to the scheduler.
-MAX_EARLY_WAIT = 2.0
-
 
 def deliver(job_id: str, attempt: int) -> str:
     """Deliver attempt ``attempt`` of ``job_id``; return what happened (for RQ's logs)."""
@@ -27,11 +23,8 @@ def deliver(job_id: str, attempt: int) -> str:
     if delivery is None:
         return "dropped"
     early = (delivery.not_before - clock.utcnow()).total_seconds()
-    if early > MAX_EARLY_WAIT:
-        # Should not happen (the scheduler checks the DB); never deliver before the time.
-        logger.warning("job %s attempt %d reached a worker %.1fs early", job_id, attempt, early)
-    if early > 0:
-        time.sleep(min(early, MAX_EARLY_WAIT))
+    if early > 0:  # at most MAX_EARLY_SECONDS: start_attempt hands back anything earlier
+        time.sleep(min(early, jobs.MAX_EARLY_SECONDS))
     body = json.dumps(
         {
             "jobId": delivery.job_id,

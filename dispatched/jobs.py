@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 _jobs = Job.__table__
 S = JobStatus
+#: An attempt reaching a worker up to this early waits it out; earlier goes back to the scheduler.
+MAX_EARLY_SECONDS = 2.0
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -374,7 +376,6 @@ class Delivery:
     bearer: bool
     timeout: int
     not_before: datetime
-    team_id: int
 
 
 def start_attempt(job_id: str, attempt: int) -> Delivery | None:
@@ -404,6 +405,19 @@ def start_attempt(job_id: str, attempt: int) -> Delivery | None:
         )
         return None
     now = clock.utcnow()
+    due = job.next_attempt_at or job.scheduled_for
+    if (due - now).total_seconds() > MAX_EARLY_SECONDS:
+        # Never deliver before the time: hand it back to the scheduler (defensive; the
+        # scheduler checks the DB before releasing, so this means a stale Redis entry).
+        db.session.rollback()
+        logger.warning(
+            "job %s attempt %d reached a worker %.1fs early; rescheduled",
+            job_id,
+            attempt,
+            (due - now).total_seconds(),
+        )
+        _requeue(job_id, attempt, due, plans.get(plan_name).delivery_timeout)
+        return None
     attempt_id = new_id("att")
     try:
         changed = db.session.execute(
@@ -433,7 +447,6 @@ def start_attempt(job_id: str, attempt: int) -> Delivery | None:
         bearer=project.send_bearer_secret,
         timeout=plans.get(plan_name).delivery_timeout,
         not_before=job.next_attempt_at or job.scheduled_for,
-        team_id=project.team_id,
     )
 
 
@@ -528,14 +541,10 @@ def _conclude(job_id: str, attempt: int, attempt_id: str | None, result: Result)
     return new_status
 
 
-def requeue_early(job_id: str, attempt: int, when: datetime) -> bool:
+def _requeue(job_id: str, attempt: int, when: datetime, timeout: int) -> None:
     """DISPATCHED → QUEUED: the attempt reached a worker before its time; schedule it again."""
-    if not _cas(
-        job_id, [S.DISPATCHED], attempts=attempt - 1, status=S.QUEUED, next_attempt_at=when
-    ):
-        return False
-    _schedule(job_id, attempt, when, 60)
-    return True
+    if _cas(job_id, [S.DISPATCHED], attempts=attempt - 1, status=S.QUEUED, next_attempt_at=when):
+        _schedule(job_id, attempt, when, timeout)
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -147,12 +147,6 @@ def unschedule(job_id: str, attempt: int) -> None:
         raise TransportUnavailable(str(exc)) from exc
 
 
-def scheduled_time(job_id: str, attempt: int) -> datetime | None:
-    """Return when rq-scheduler will release this attempt, or None if it is not scheduled."""
-    score = connection().zscore(Scheduler.scheduled_jobs_key, rq_job_id(job_id, attempt))
-    return None if score is None else datetime.fromtimestamp(score, tz=clock.utcnow().tzinfo)
-
-
 def queue_depth() -> dict[str, int]:
     """Attempts waiting in Redis: on the queue, scheduled for later, being worked on."""
     conn = connection()
@@ -162,11 +156,6 @@ def queue_depth() -> dict[str, int]:
         "scheduled": conn.zcard(Scheduler.scheduled_jobs_key),
         "started": StartedJobRegistry(queue=queue).count,
     }
-
-
-def queued_ids() -> list[str]:
-    """Return the RQ job ids waiting on the delivery queue."""
-    return _queue().get_job_ids()
 
 
 def held(attempts: list[tuple[str, int]]) -> set[tuple[str, int]]:
@@ -188,20 +177,6 @@ def held(attempts: list[tuple[str, int]]) -> set[tuple[str, int]]:
         if exists and (score is not None or rq_id in queued or rq_id in started):
             result.add(pair)
     return result
-
-
-def holds(job_id: str, attempt: int) -> bool:
-    """Whether Redis will still run this attempt: scheduled, queued or being worked on."""
-    conn = connection()
-    rq_id = rq_job_id(job_id, attempt)
-    if conn.zscore(Scheduler.scheduled_jobs_key, rq_id) is not None:
-        return conn.exists(RQJob.key_for(rq_id)) == 1
-    if conn.exists(RQJob.key_for(rq_id)) != 1:
-        return False
-    queue = _queue(conn)
-    if queue.get_job_position(rq_id) is not None:
-        return True
-    return rq_id in StartedJobRegistry(queue=queue).get_job_ids()
 
 
 def ping() -> None:

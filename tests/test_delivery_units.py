@@ -111,3 +111,47 @@ def test_outbound_classifies_answers(receiver):
     assert got["/redirect"].outcome == "http_error" and "not followed" in got["/redirect"].error
     closed = outbound.post("http://127.0.0.1:9/", b"{}", {}, 2, True)
     assert closed.outcome == "connection_error"
+
+
+def test_attempt_reaching_a_worker_early_goes_back_to_the_scheduler(
+    app, client, make_team, receiver, redis
+):
+    from dispatched import jobs, scheduling
+    from dispatched.extensions import db
+    from dispatched.models import Job
+    from dispatched.rq_worker import DeliveryWorker
+
+    team = make_team("e2e", webhook_url=receiver.on("/hook", answer(200)))
+    when = datetime.now(UTC) + timedelta(hours=1)
+    job_id = client.post(
+        "/api/jobs/dispatch",
+        headers=team.headers,
+        json={"payload": {}, "scheduleFor": when.isoformat()},
+    ).json["jobId"]
+    with app.app_context():
+        # A stale entry: the attempt is released to the queue an hour early.
+        assert jobs.mark_dispatched(job_id, 1)
+        scheduling.enqueue_now(job_id, 1, 2)
+        DeliveryWorker(["dispatched"], connection=redis).work(burst=True)
+        job = db.session.get(Job, job_id)
+        assert job.status == "QUEUED" and job.attempts == 0
+        assert abs((job.next_attempt_at - when).total_seconds()) < 0.01
+    assert receiver.received() == []
+    assert redis.zscore("rq:scheduler:scheduled_jobs", f"{job_id}-1") is not None
+
+
+def test_worker_drops_an_attempt_of_a_cancelled_job(app, client, make_team, receiver, redis):
+    from dispatched import scheduling
+    from dispatched.rq_worker import DeliveryWorker
+
+    team = make_team("e2e", webhook_url=receiver.on("/hook", answer(200)))
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    job_id = client.post(
+        "/api/jobs/dispatch", headers=team.headers, json={"payload": {}, "scheduleFor": later}
+    ).json["jobId"]
+    assert client.delete(f"/api/jobs/{job_id}", headers=team.headers).status_code == 200
+    with app.app_context():
+        scheduling.enqueue_now(job_id, 1, 2)
+        DeliveryWorker(["dispatched"], connection=redis).work(burst=True)
+    assert receiver.received() == []
+    assert client.get(f"/api/jobs/{job_id}", headers=team.headers).json["status"] == "CANCELLED"
