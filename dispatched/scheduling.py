@@ -200,29 +200,38 @@ class DispatchScheduler(Scheduler):
         self._on_due = on_due
 
     def run(self, burst: bool = False) -> None:
-        """Like rq-scheduler's loop, but woken just after each whole second.
+        """Like rq-scheduler's loop, but woken just after each whole second, and surviving
+        Redis outages (it waits for Redis instead of exiting).
 
         Scores are whole seconds rounded up, so waking at second boundaries releases an attempt
         within a few milliseconds of its time instead of up to an interval later.
         """
-        self.register_birth()
         self._install_signal_handlers()
+        registered = False
         try:
             while True:
-                self.heartbeat()
-                if self.acquire_lock():
-                    try:
-                        self.enqueue_jobs()
-                    finally:
-                        self.remove_lock()
-                    if burst:
-                        break
-                now = time.time()
+                try:
+                    if not registered:
+                        self.register_birth()
+                        registered = True
+                    self.heartbeat()
+                    if self.acquire_lock():
+                        try:
+                            self.enqueue_jobs()
+                        finally:
+                            self.remove_lock()
+                        if burst:
+                            break
+                except RedisError as exc:
+                    logger.warning("scheduler: Redis unreachable (%s); retrying in 1 s", exc)
+                    time.sleep(1)
+                    continue
                 interval = max(float(self._interval), 0.05)
-                time.sleep(interval - (now % interval) + 0.005)
+                time.sleep(interval - (time.time() % interval) + 0.005)
         finally:
-            self.remove_lock()
-            self.register_death()
+            with contextlib.suppress(RedisError):
+                self.remove_lock()
+                self.register_death()
 
     def enqueue_job(self, job: RQJob) -> None:
         parsed = parse_rq_job_id(job.id)

