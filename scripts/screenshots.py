@@ -127,9 +127,12 @@ def main() -> int:
             browser.close()
     finally:
         for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # each process stops its own children
         for proc in procs:
-            proc.wait(15)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
     print(f"screenshots written to {OUT}")
     return 0
 
