@@ -263,3 +263,53 @@ def test_another_team_gets_404_everywhere(app, client, owner):
 def test_signup_can_be_switched_off(app, client):
     app.config["SIGNUP_ENABLED"] = False
     assert client.get("/signup").status_code == 404
+
+
+def test_job_page_reschedule_and_replay(app, client, owner):
+    from dispatched import keys
+    from dispatched.models import Job
+
+    with app.app_context():
+        _, api_key = keys.create_key(db.session.get(Project, owner), "t")
+        db.session.commit()
+    headers = {"Authorization": f"Bearer {api_key}"}
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    job_id = client.post(
+        "/api/jobs/dispatch", json={"payload": {}, "scheduleFor": later}, headers=headers
+    ).json["jobId"]
+    token = page_token(client, f"/p/{owner}/jobs/{job_id}")
+    url = f"/p/{owner}/jobs/{job_id}"
+    bad = client.post(
+        f"{url}/reschedule",
+        data={"csrf_token": token, "when": "tomorrow"},
+        headers={"HX-Request": "true"},
+    )
+    assert "Not rescheduled" in bad.get_data(as_text=True)
+    target = (datetime.now(UTC) + timedelta(hours=5)).replace(microsecond=0)
+    ok = client.post(
+        f"{url}/reschedule",
+        data={"csrf_token": token, "when": target.isoformat()},
+        headers={"HX-Request": "true"},
+    )
+    assert "Job rescheduled" in ok.get_data(as_text=True)
+    assert (
+        client.get(f"/api/jobs/{job_id}", headers=headers)
+        .json["scheduledFor"]
+        .startswith(target.strftime("%Y-%m-%dT%H:%M:%S"))
+    )
+    refused = client.post(f"{url}/replay", data={"csrf_token": token})
+    assert refused.status_code == 302
+    assert "Not replayed" in client.get(url).get_data(as_text=True)
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        job.status, job.attempts = "FAILED", 4
+        db.session.commit()
+    replayed = client.post(
+        f"{url}/replay", data={"csrf_token": token}, headers={"HX-Request": "true"}
+    )
+    assert "fresh retry budget" in replayed.get_data(as_text=True)
+    assert client.get(f"/api/jobs/{job_id}", headers=headers).json["status"] == "DISPATCHED"
+    assert (
+        client.post(f"/p/{owner}/jobs/job_nope/replay", data={"csrf_token": token}).status_code
+        == 404
+    )

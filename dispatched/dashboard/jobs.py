@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, flash, redirect, render_template, request, url_for
@@ -92,47 +93,54 @@ def _after_action(project_id: int, job_id: str, message: str | None, error: str 
     return redirect(url_for("dashboard.job_page", project_id=project_id, job_id=job_id))
 
 
+def _act(
+    project_id: int, job_id: str, action: Callable[[], object], done: str, refused: str
+) -> Any:
+    """Run a job-service action; a refusal (409, bad time) is shown, a 404 stays a 404."""
+    jobs.get(project_id, job_id)
+    try:
+        action()
+    except ServiceError as exc:
+        db.session.rollback()
+        return _after_action(project_id, job_id, None, f"{refused}: {exc.message}.")
+    return _after_action(project_id, job_id, done, None)
+
+
 @bp.post("/p/<int:project_id>/jobs/<job_id>/cancel")
 @login_required
 def cancel_job(project_id: int, job_id: str) -> Any:
     project = project_or_404(project_id)
-    try:
-        jobs.cancel(project.id, job_id)
-    except ServiceError as exc:
-        db.session.rollback()
-        if exc.status == 404:
-            raise
-        return _after_action(project.id, job_id, None, f"Not cancelled: {exc.message}.")
-    return _after_action(project.id, job_id, "Job cancelled.", None)
+    return _act(
+        project.id,
+        job_id,
+        lambda: jobs.cancel(project.id, job_id),
+        "Job cancelled.",
+        "Not cancelled",
+    )
 
 
 @bp.post("/p/<int:project_id>/jobs/<job_id>/replay")
 @login_required
 def replay_job(project_id: int, job_id: str) -> Any:
     project = project_or_404(project_id)
-    try:
-        jobs.replay(project.id, job_id)
-    except ServiceError as exc:
-        db.session.rollback()
-        if exc.status == 404:
-            raise
-        return _after_action(project.id, job_id, None, f"Not replayed: {exc.message}.")
-    return _after_action(project.id, job_id, "Job queued again with a fresh retry budget.", None)
+    return _act(
+        project.id,
+        job_id,
+        lambda: jobs.replay(project.id, job_id),
+        "Job queued again with a fresh retry budget.",
+        "Not replayed",
+    )
 
 
 @bp.post("/p/<int:project_id>/jobs/<job_id>/reschedule")
 @login_required
 def reschedule_job(project_id: int, job_id: str) -> Any:
     project = project_or_404(project_id)
-    form = RescheduleForm()
-    jobs.get(project.id, job_id)
-    try:
-        raw = (form.when.data or "").strip() or None
-        when = job_input.parse_schedule(
-            raw, "time", clock.utcnow(), current_app.config["MAX_SCHEDULE_DAYS"]
-        )
+    raw = (RescheduleForm().when.data or "").strip() or None
+
+    def move() -> None:
+        limit = current_app.config["MAX_SCHEDULE_DAYS"]
+        when = job_input.parse_schedule(raw, "time", clock.utcnow(), limit)
         jobs.reschedule(project.id, job_id, when)
-    except ServiceError as exc:
-        db.session.rollback()
-        return _after_action(project.id, job_id, None, f"Not rescheduled: {exc.message}.")
-    return _after_action(project.id, job_id, "Job rescheduled.", None)
+
+    return _act(project.id, job_id, move, "Job rescheduled.", "Not rescheduled")
