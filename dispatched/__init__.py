@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,14 @@ def check_config(app: Flask) -> None:
     if app.config["ENV"] == "production" and not app.config["SECRET_KEY"]:
         raise RuntimeError("SECRET_KEY must be set when DISPATCHED_ENV=production")
     if not app.config["SECRET_KEY"]:
-        app.config["SECRET_KEY"] = "dev-only-insecure-secret-key"
+        app.config["SECRET_KEY"] = _instance_secret_key(app.instance_path)
+    if app.config["ENV"] == "development" and not app.config["SQLALCHEMY_DATABASE_URI"].startswith(
+        "sqlite"
+    ):
+        logger.warning(
+            "DISPATCHED_ENV is 'development' with a non-SQLite database: private webhook URLs "
+            "and the echo receiver are ON. Set DISPATCHED_ENV=production for a real deployment."
+        )
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +68,25 @@ def check_config(app: Flask) -> None:
     app.config["REMEMBER_COOKIE_SAMESITE"] = "Lax"
     if app.config["DEFAULT_PLAN"] not in app.config["PLANS"]:
         raise RuntimeError(f"DEFAULT_PLAN {app.config['DEFAULT_PLAN']!r} is not a configured plan")
+
+
+def _instance_secret_key(instance_path: str) -> str:
+    """Outside production, a random key kept in ``instance/secret_key`` (never a fixed one:
+    a known key would let anyone forge a session)."""
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # atomic: the first process to start wins, the others read it
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 def configure_logging(app: Flask) -> None:

@@ -125,11 +125,12 @@ def seed_demo(webhook_url: str | None, history: bool, as_json: bool) -> None:
     Running it again keeps the data and replaces the previous demo key.
     """
     public_url = current_app.config["PUBLIC_URL"].rstrip("/")
-    webhook_url = webhook_url or f"{public_url}/dev/echo"
     user = db.session.execute(sa.select(User).where(User.email == DEMO_EMAIL)).scalar_one_or_none()
     if user is None:
+        from .echo import url_for_project
+
         created = teams.create_team(DEMO_TEAM, "pro", None)
-        created.project.webhook_url = webhook_url
+        created.project.webhook_url = webhook_url or url_for_project(public_url, created.project.id)
         db.session.commit()
         teams.create_user(DEMO_EMAIL, DEMO_PASSWORD, created.team)
         project = created.project

@@ -188,7 +188,11 @@ def parse_status(value: str | None) -> str | None:
 def parse_limit(value: str | None) -> int:
     if value is None:
         return 20
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIST_LIMIT:
+    if (
+        not (value.isascii() and value.isdigit())
+        or len(value) > 3
+        or not 1 <= int(value) <= MAX_LIST_LIMIT
+    ):
         raise BadRequest(
             f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {value!r}", field="limit"
         )

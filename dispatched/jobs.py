@@ -269,14 +269,17 @@ def on_due(job_id: str, attempt: int) -> bool | datetime:
     The DB is the source of truth: a cancelled or already-moved job is dropped, a job that was
     rescheduled later than Redis knew is held until its real time.
     """
-    job = db.session.get(Job, job_id, populate_existing=True)
-    if job is None or job.status != S.QUEUED or job.next_attempt_number != attempt:
+    try:
+        job = db.session.get(Job, job_id, populate_existing=True)
+        if job is None or job.status != S.QUEUED or job.next_attempt_number != attempt:
+            return False
+        due = job.next_attempt_at or job.scheduled_for
+        if due > clock.utcnow() + timedelta(seconds=1):
+            return due
+    finally:
+        # Never leave the long-lived scheduler session inside a transaction, even after a DB
+        # error (a failed transaction would make every later tick fail too).
         db.session.rollback()
-        return False
-    due = job.next_attempt_at or job.scheduled_for
-    if due > clock.utcnow() + timedelta(seconds=1):
-        db.session.rollback()
-        return due
     return mark_dispatched(job_id, attempt)
 
 

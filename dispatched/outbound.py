@@ -72,12 +72,13 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _read_excerpt(response: requests.Response) -> str:
-    """Read up to MAX_READ bytes (whole small bodies keep the connection reusable)."""
+def _read_excerpt(response: requests.Response, deadline: float) -> str:
+    """Read up to MAX_READ bytes before ``deadline`` (whole small bodies keep the connection
+    reusable); the status is already known, so a slow body only shortens the excerpt."""
     data = bytearray()
     for chunk in response.iter_content(8192):
         data += chunk
-        if len(data) > MAX_READ:
+        if len(data) > MAX_READ or time.monotonic() > deadline:
             break
     return bytes(data[:EXCERPT_BYTES]).decode("utf-8", "replace")
 
@@ -114,7 +115,7 @@ def post(
     except requests.RequestException as exc:
         return Result("error", elapsed(), error=f"request failed: {exc}")
     try:
-        excerpt = _read_excerpt(response)
+        excerpt = _read_excerpt(response, started + CONNECT_TIMEOUT + timeout)
     except (requests.RequestException, OSError, ValueError) as exc:
         excerpt = f"<body unreadable: {exc}>"
     finally:

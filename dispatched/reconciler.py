@@ -31,19 +31,23 @@ LOCK_KEY = "dispatched:reconciler:lock"
 #: Jobs touched more recently than this are left alone (their hand-off may be in flight).
 SETTLE = timedelta(seconds=3)
 BATCH = 1000
+#: A pass killed midway (the process died) blocks the next ones for at most this long.
+LOCK_SECONDS = 60
 
 
 def reconcile(full: bool = False) -> dict[str, int]:
     """Run one repair pass; return what it did. Raises TransportUnavailable if Redis is down."""
     conn = scheduling.connection()
     try:
-        if not conn.set(LOCK_KEY, "1", nx=True, ex=300):
+        if not conn.set(LOCK_KEY, "1", nx=True, ex=LOCK_SECONDS):
             return {"skipped": 1}
         full = full or not conn.exists(EPOCH_KEY)
     except RedisError as exc:
         raise scheduling.TransportUnavailable(str(exc)) from exc
     try:
-        report = {"full": int(full), **_rehand_missing(full), **_fail_over_lost()}
+        # Lost workers first: that part needs only the DB, so a Redis error below can't skip it.
+        lost = _fail_over_lost()
+        report = {"full": int(full), **_rehand_missing(full), **lost}
         if full:
             conn.set(EPOCH_KEY, clock.isoformat(clock.utcnow()) or "")
     finally:

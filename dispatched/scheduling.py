@@ -63,6 +63,13 @@ def queue_name() -> str:
     return current_app.config["DELIVERY_QUEUE"]
 
 
+def rq_timeout(delivery_timeout: int) -> int:
+    """RQ's hard limit on one delivery task: the wait for its time (≤ 2 s), connect (5 s), the
+    plan's delivery timeout, bookkeeping. It stays below delivery timeout + WORKER_LOST_GRACE
+    (default 15 s), so RQ has stopped a stuck task before the reconciler calls it lost."""
+    return delivery_timeout + 12
+
+
 def rq_job_id(job_id: str, attempt: int) -> str:
     return f"{job_id}-{attempt}"
 
@@ -93,7 +100,7 @@ def enqueue_now(job_id: str, attempt: int, timeout: int) -> None:
             job_id,
             attempt,
             job_id=rq_job_id(job_id, attempt),
-            job_timeout=timeout + 30,
+            job_timeout=rq_timeout(timeout),
             result_ttl=0,
             failure_ttl=FAILURE_TTL,
             description=f"deliver {job_id} attempt {attempt}",
@@ -121,7 +128,7 @@ def schedule_at(job_id: str, attempt: int, when: datetime, timeout: int) -> None
             job_id,
             attempt,
             job_id=rq_id,
-            timeout=timeout + 30,
+            timeout=rq_timeout(timeout),
             job_result_ttl=0,
             queue_name=queue_name(),
             job_description=f"deliver {job_id} attempt {attempt}",
@@ -247,8 +254,9 @@ class DispatchScheduler(Scheduler):
         if decision is True:
             super().enqueue_job(job)
         elif decision is False:
+            # Only leave the schedule: the RQ job hash may belong to a copy another actor
+            # (a PATCH to now, the reconciler) has just queued under the same id.
             self.connection.zrem(self.scheduled_jobs_key, job.id)
-            job.delete(remove_from_queue=False)
         else:
             self.connection.zadd(
                 self.scheduled_jobs_key,

@@ -313,3 +313,45 @@ def test_job_page_reschedule_and_replay(app, client, owner):
         client.post(f"/p/{owner}/jobs/job_nope/replay", data={"csrf_token": token}).status_code
         == 404
     )
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/",
+        "/\\evil.example",
+        "/\\\\evil.example",
+        "/\t/evil.example",
+        "https://evil.example/",
+        "/%2F%2Fevil.example",
+    ],
+)
+def test_login_next_rejects_every_offsite_form(client, owner, target):
+    from urllib.parse import quote
+
+    client.post("/logout", data={"csrf_token": page_token(client, f"/p/{owner}/")})
+    token = page_token(client, "/login")
+    r = client.post(
+        f"/login?next={quote(target)}",
+        data={"csrf_token": token, "email": "owner@example.com", "password": "correct-horse"},
+    )
+    assert r.status_code == 302
+    location = r.headers["Location"]
+    assert "evil.example" not in location or location.startswith("/%2F"), location
+
+
+def test_echo_receiver_keeps_deliveries_per_project(app, client, owner):
+    other = app.test_client()
+    sign_up(other, email="other@example.com", team="Other")
+    other_pid = project_id_of(app, "Other")
+    assert client.post(f"/dev/echo/{owner}", json={"secret": "mine"}).status_code == 200
+    assert client.post(f"/dev/echo/{other_pid}", json={"x": 1}).status_code == 200
+    assert client.get("/dev/echo").status_code in (404, 405)  # no public reader
+    token = page_token(client, f"/p/{owner}/webhook")
+    client.post(
+        f"/p/{owner}/webhook",
+        data={"csrf_token": token, "url": f"http://127.0.0.1:8000/dev/echo/{owner}"},
+    )
+    mine = client.get(f"/p/{owner}/webhook").get_data(as_text=True)
+    theirs = other.get(f"/p/{other_pid}/webhook").get_data(as_text=True)
+    assert "mine" in mine and "mine" not in theirs

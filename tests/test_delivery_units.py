@@ -155,3 +155,26 @@ def test_worker_drops_an_attempt_of_a_cancelled_job(app, client, make_team, rece
         DeliveryWorker(["dispatched"], connection=redis).work(burst=True)
     assert receiver.received() == []
     assert client.get(f"/api/jobs/{job_id}", headers=team.headers).json["status"] == "CANCELLED"
+
+
+def test_on_due_leaves_no_transaction_open_after_a_db_error(app, monkeypatch):
+    """The scheduler's session lives for the whole process: an error must not leave it inside
+    a failed transaction, or every later tick would fail too."""
+    import sqlalchemy as sa
+
+    from dispatched import jobs
+    from dispatched.extensions import db
+
+    with app.app_context():
+        real_get = db.session.get
+
+        def failing_get(*args, **kwargs):
+            db.session.execute(sa.text("SELECT 1"))  # a transaction is now open
+            raise sa.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+        monkeypatch.setattr(db.session, "get", failing_get)
+        with pytest.raises(sa.exc.OperationalError):
+            jobs.on_due("job_doesnotexist", 1)
+        assert not db.session().in_transaction()
+        monkeypatch.setattr(db.session, "get", real_get)
+        assert jobs.on_due("job_doesnotexist", 1) is False

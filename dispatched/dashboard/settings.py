@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, flash, redirect, render_template, url_for
 from flask_login import login_required
 
-from .. import keys, webhooks
+from .. import echo_store, keys, webhooks
 from ..errors import NotFound, ServiceError
 from ..extensions import db, htmx
 from . import bp
@@ -65,18 +65,13 @@ def revoke_key(project_id: int, key_id: int) -> Any:
 
 
 def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
-    from .. import echo
-
     deliveries = []
     if (
         current_app.config["ECHO_RECEIVER_ENABLED"]
         and project.webhook_url
-        and project.webhook_url.rstrip("/").endswith("/dev/echo")
+        and project.webhook_url.rstrip("/").endswith(f"/dev/echo/{project.id}")
     ):
-        try:
-            deliveries = echo.recent_deliveries()[:10]
-        except Exception:  # noqa: BLE001  (the page renders without Redis)
-            deliveries = []
+        deliveries = echo_store.recent(project.id)
     context = {
         "form": WebhookForm(formdata=None, url=project.webhook_url),
         "bearer_form": BearerForm(formdata=None, send_bearer=project.send_bearer_secret),
