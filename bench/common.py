@@ -1,0 +1,706 @@
+"""Shared helpers of the benchmarks: environment, processes, a fast receiver, load, stats.
+
+Everything here runs real processes (gunicorn, ``worker.py``, ``scheduler.py``) against a real
+database and Redis:
+
+- Redis: DB index 14 of ``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/14``), FLUSHDB'd
+  before each phase. No other index is touched.
+- PostgreSQL: database ``dispatched_bench`` (created if missing; its ``public`` schema is
+  dropped and rebuilt with the Alembic migrations before each phase).
+- SQLite: ``/tmp/dispatched_bench/bench.db``.
+
+This file is also a small CLI, so the receiver and the load generator run in processes of
+their own (never sharing a GIL with the process they measure):
+
+    python bench/common.py receiver --delay 0.2     # prints its port, then serves
+    python bench/common.py load '<json spec>'       # prints one JSON result object
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+VENV_BIN = ROOT / ".venv" / "bin"
+PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+TMP = Path("/tmp/dispatched_bench")
+LOGS = TMP / "logs"
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_DB = "dispatched_bench"
+PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
+SQLITE_PATH = TMP / "bench.db"
+SQLITE_URL = f"sqlite:///{SQLITE_PATH}"
+#: The scale plan without a rate limit, so the limiter never refuses a benchmark request.
+PLANS_JSON = json.dumps({"scale": {"rate_per_minute": 100_000_000, "monthly_quota": None}})
+
+GUNICORN_ARGS = ["--workers", "2", "--threads", "8"]
+
+
+def log(*parts: Any) -> None:
+    print(*parts, flush=True)
+
+
+# --- environment ----------------------------------------------------------------------------
+
+
+def database_url(db: str) -> str:
+    return PG_URL if db == "postgres" else SQLITE_URL
+
+
+def make_env(db: str, **extra: str) -> dict[str, str]:
+    """The environment of every process of the service under test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "PLAN_"))}
+    env.update(
+        DATABASE_URL=database_url(db),
+        REDIS_URL=REDIS_URL,
+        PLANS_JSON=PLANS_JSON,
+        ALLOW_PRIVATE_WEBHOOKS="1",
+        DISPATCHED_ENV="development",
+        SECRET_KEY="bench-secret-key",
+        LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def redis_conn():  # type: ignore[no-untyped-def]
+    from redis import Redis
+
+    conn = Redis.from_url(REDIS_URL)
+    assert conn.connection_pool.connection_kwargs.get("db") == 14, "benchmarks own Redis DB 14"
+    return conn
+
+
+def reset(db: str) -> dict[str, str]:
+    """Empty Redis DB 14 and the bench database, run the migrations; return the env."""
+    redis_conn().flushdb()
+    TMP.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    if db == "postgres":
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f"CREATE DATABASE {PG_DB}")
+        with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{SQLITE_PATH}{suffix}").unlink()
+    env = make_env(db)
+    flask(env, "db", "upgrade")
+    return env
+
+
+def flask(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "wsgi", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"flask {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def create_team(env: dict[str, str], webhook_url: str, name: str = "Bench") -> dict[str, Any]:
+    """Create a scale-plan team whose default project posts to ``webhook_url``."""
+    out = flask(
+        env, "admin", "create-team", name, "--plan", "scale", "--webhook-url", webhook_url, "--json"
+    )
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def db_size_bytes(db: str) -> int:
+    if db == "postgres":
+        import psycopg
+
+        with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as conn:
+            return int(conn.execute("SELECT pg_database_size(%s)", (PG_DB,)).fetchone()[0])
+    return sum(
+        Path(f"{SQLITE_PATH}{s}").stat().st_size
+        for s in ("", "-wal")
+        if Path(f"{SQLITE_PATH}{s}").exists()
+    )
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Procs:
+    """Processes started by a benchmark; ``stop_all`` kills each one's whole tree.
+
+    Every process gets its own session (process group); RQ's fork-per-job work horses call
+    ``setpgrp`` so the tree is collected with psutil before the group is signalled.
+    """
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], stdout: Any = None
+    ) -> subprocess.Popen[bytes]:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        logfile = open(LOGS / f"{name}.log", "wb")  # noqa: SIM115 (closed right after Popen)
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=stdout if stdout is not None else logfile,
+            stderr=logfile,
+            start_new_session=True,
+        )
+        logfile.close()
+        self.procs[name] = proc
+        return proc
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        kill_tree(proc, timeout)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs)[::-1]:
+            self.stop(name)
+
+
+def kill_tree(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    for child in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def processes() -> Iterator[Procs]:
+    procs = Procs()
+    old = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+        signal.signal(signal.SIGTERM, old)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def start_web(procs: Procs, env: dict[str, str], name: str = "web") -> str:
+    """Start gunicorn (2 workers x 8 threads, no access log); return its base URL."""
+    port = free_port()
+    procs.start(
+        name,
+        [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", *GUNICORN_ARGS, "wsgi:app"],
+        env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/healthz")
+    return base
+
+
+def start_workers(procs: Procs, env: dict[str, str], count: int, name: str = "worker") -> None:
+    """``python worker.py`` with WORKER_CONCURRENCY=count (an RQ WorkerPool of DeliveryWorker)."""
+    procs.start(name, [PYTHON, str(ROOT / "worker.py")], {**env, "WORKER_CONCURRENCY": str(count)})
+
+
+def start_pool(
+    procs: Procs, env: dict[str, str], worker_class: str, queue: str, count: int, name: str
+) -> None:
+    """An RQ WorkerPool of ``worker_class`` (dotted) on ``queue`` (see bench/pool.py)."""
+    procs.start(
+        name,
+        [
+            PYTHON,
+            str(BENCH / "pool.py"),
+            "--class",
+            worker_class,
+            "--queue",
+            queue,
+            "-n",
+            str(count),
+        ],
+        env,
+    )
+
+
+def start_scheduler(procs: Procs, env: dict[str, str]) -> None:
+    procs.start("scheduler", [PYTHON, str(ROOT / "scheduler.py")], env)
+
+
+def wait_workers(queue: str, count: int, timeout: float = 60.0) -> float:
+    """Wait until ``count`` RQ workers listen on ``queue``; return the seconds it took."""
+    from rq import Queue, Worker
+
+    conn = redis_conn()
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if Worker.count(queue=Queue(queue, connection=conn)) >= count:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise RuntimeError(f"only {Worker.count(connection=conn)} of {count} workers registered")
+
+
+def tree_memory(pid: int) -> list[dict[str, float]]:
+    """RSS and USS (MiB) of each descendant of ``pid`` (the pool's worker processes)."""
+    import psutil
+
+    rows = []
+    for child in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            info = child.memory_full_info()
+            rows.append({"pid": child.pid, "rss": info.rss / 2**20, "uss": info.uss / 2**20})
+    return rows
+
+
+# --- receiver --------------------------------------------------------------------------------
+
+
+class ReceiverClient:
+    """A receiver process (``python bench/common.py receiver``) and its control endpoints."""
+
+    def __init__(self, procs: Procs, delay: float = 0.0, name: str = "receiver") -> None:
+        proc = procs.start(
+            name,
+            [PYTHON, str(BENCH / "common.py"), "receiver", "--delay", str(delay)],
+            make_env("sqlite"),
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        self.port = int(proc.stdout.readline().decode().strip())
+        self.base = f"http://127.0.0.1:{self.port}"
+        import requests
+
+        self.http = requests.Session()
+        wait_http(self.base + "/count")
+
+    def url(self, path: str = "/hook") -> str:
+        return self.base + path
+
+    def count(self) -> int:
+        return int(self.http.get(self.base + "/count", timeout=5).text)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every request received: {t (unix s), job (jobId), n (attemptNumber), p (payload)}."""
+        return self.http.get(self.base + "/records", timeout=60).json()
+
+    def reset(self) -> None:
+        self.http.get(self.base + "/reset", timeout=5)
+
+    def wait_count(self, n: int, timeout: float, on_tick: Any = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.count()
+            if on_tick:
+                on_tick(got)
+            if got >= n:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def serve_receiver(delay: float) -> None:
+    """Threaded HTTP/1.1 server: records each POST (time, jobId, attempt, payload), answers 200."""
+    records: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: without TCP_NODELAY, Nagle holds the body
+        # until the client's delayed ACK (~40 ms per keep-alive request).
+        disable_nagle_algorithm = True
+
+        def _reply(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # noqa: N802
+            at = time.time()
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            try:
+                data = json.loads(body)
+                rec = {
+                    "t": at,
+                    "job": data.get("jobId"),
+                    "n": data.get("attemptNumber"),
+                    "p": data.get("payload"),
+                }
+            except ValueError:
+                rec = {"t": at, "job": None, "n": None, "p": None}
+            with lock:
+                records.append(rec)
+            if delay:
+                time.sleep(delay)
+            self._reply(200, b'{"ok":true}')
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/count":
+                self._reply(200, str(len(records)).encode(), "text/plain")
+            elif self.path == "/records":
+                with lock:
+                    data = json.dumps(records).encode()
+                self._reply(200, data)
+            elif self.path == "/reset":
+                with lock:
+                    records.clear()
+                self._reply(200, b"{}")
+            else:
+                self._reply(404, b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.request_queue_size = 1024
+    print(server.server_port, flush=True)
+    server.serve_forever()
+
+
+# --- load generator --------------------------------------------------------------------------
+
+
+def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run load in a separate process; see ``_load`` for the spec. Returns its JSON result."""
+    out = subprocess.run(
+        [PYTHON, str(BENCH / "common.py"), "load", json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
+def dispatch_spec(base: str, key: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "url": base + "/api/jobs/dispatch",
+        "method": "POST",
+        "headers": {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        "dispatch": True,
+        **spec,
+    }
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _load(spec: dict[str, Any]) -> dict[str, Any]:
+    """Threads with one requests.Session each.
+
+    spec: url, method, headers, threads, and either ``duration`` (s, closed loop) or ``count``
+    (total requests); optional ``rate`` (req/s across all threads, open loop paced by a shared
+    schedule), ``warmup`` (s, not counted), ``dispatch`` (send dispatch bodies: payload
+    ``{"i": n, "due": due}`` and ``scheduleFor`` from ``due_at`` (one unix time for all) or
+    ``due_start`` + ``due_spread`` (job i due at due_start + i*spread/count)), ``body`` (raw
+    JSON object for non-dispatch POSTs), ``record`` (return per-request records), ``probe_url``
+    (with ``rate``: also POST to that URL right after each request, recording its round trip).
+    """
+    import requests
+
+    threads = int(spec.get("threads", 8))
+    count = spec.get("count")
+    duration = spec.get("duration")
+    rate = spec.get("rate")
+    warmup = float(spec.get("warmup", 0))
+    record = bool(spec.get("record"))
+    method = spec.get("method", "GET")
+    url = spec["url"]
+    headers = spec.get("headers", {})
+    lock = threading.Lock()
+    counter = [0]
+    lat: list[float] = []
+    probe_lat: list[float] = []
+    errors: dict[str, int] = {}
+    recs: list[list[Any]] = []
+    start_at = time.perf_counter() + 0.2
+    measure_from = start_at + warmup
+    stop_at = measure_from + float(duration) if duration else None
+
+    def body_for(i: int) -> bytes | None:
+        if spec.get("dispatch"):
+            payload: dict[str, Any] = {"i": i}
+            body: dict[str, Any] = {"payload": payload}
+            due = None
+            if "due_at" in spec:
+                due = float(spec["due_at"])
+            elif "due_start" in spec:
+                due = float(spec["due_start"]) + i * float(spec["due_spread"]) / float(
+                    count or 1000
+                )
+            if due is not None:
+                payload["due"] = due
+                body["scheduleFor"] = _iso(due)
+            return json.dumps(body).encode()
+        if "body" in spec:
+            return json.dumps(spec["body"]).encode()
+        return None
+
+    def worker() -> None:
+        session = requests.Session()
+        probe = requests.Session()
+        time.sleep(max(0.0, start_at - time.perf_counter()))
+        while True:
+            with lock:
+                i = counter[0]
+                counter[0] += 1
+            if count is not None and i >= count:
+                return
+            if rate:
+                target = start_at + i / float(rate)
+                if stop_at is not None and target >= stop_at:
+                    return
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            now = time.perf_counter()
+            if stop_at is not None and now >= stop_at:
+                return
+            body = body_for(i)
+            sent_wall = time.time()
+            t0 = time.perf_counter()
+            try:
+                resp = session.request(method, url, data=body, headers=headers, timeout=30)
+                t1 = time.perf_counter()
+                recv_wall = time.time()
+                ok = 200 <= resp.status_code < 300
+                key = None if ok else f"HTTP {resp.status_code}"
+                job = resp.json().get("jobId") if ok and spec.get("dispatch") else None
+            except requests.RequestException as exc:
+                t1, recv_wall, ok, key, job = (
+                    time.perf_counter(),
+                    time.time(),
+                    False,
+                    type(exc).__name__,
+                    None,
+                )
+            probe_rtt = None
+            if rate and spec.get("probe_url"):
+                p0 = time.perf_counter()
+                with contextlib.suppress(requests.RequestException):
+                    probe.post(spec["probe_url"], data=b'{"probe":true}', timeout=10)
+                    probe_rtt = time.perf_counter() - p0
+            if t0 < measure_from:
+                continue
+            with lock:
+                if key:
+                    errors[key] = errors.get(key, 0) + 1
+                else:
+                    lat.append(t1 - t0)
+                if probe_rtt is not None:
+                    probe_lat.append(probe_rtt)
+                if record:
+                    recs.append([i, job, sent_wall, recv_wall, ok])
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    end = time.perf_counter()
+    elapsed = (end if stop_at is None else min(end, stop_at)) - max(measure_from, start_at)
+    ok = len(lat)
+    return {
+        "ok": ok,
+        "errors": errors,
+        "elapsed": elapsed,
+        "rps": ok / elapsed if elapsed > 0 else 0.0,
+        "latency": summarize(lat),
+        "probe": summarize(probe_lat) if probe_lat else None,
+        "records": recs if record else None,
+        "raw": lat if spec.get("raw") else None,
+    }
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(data)))
+    return data[min(rank, len(data)) - 1]
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else math.nan,
+        "mean": sum(values) / len(values) if values else math.nan,
+    }
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def common_args(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    return parser
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    rec = sub.add_parser("receiver")
+    rec.add_argument("--delay", type=float, default=0.0)
+    load = sub.add_parser("load")
+    load.add_argument("spec")
+    args = parser.parse_args()
+    if args.cmd == "receiver":
+        serve_receiver(args.delay)
+    else:
+        print(json.dumps(_load(json.loads(args.spec))))
+
+
+if __name__ == "__main__":
+    main()
+
+
+# --- CPU accounting --------------------------------------------------------------------------
+
+
+def cpu_snapshot(procs: Procs, extra: dict[int, str] | None = None) -> dict[str, float]:
+    """CPU seconds used so far by each started process tree, PostgreSQL and Redis servers."""
+    import psutil
+
+    out: dict[str, float] = {}
+
+    def add(name: str, proc: Any) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            t = proc.cpu_times()
+            out[name] = out.get(name, 0.0) + t.user + t.system
+
+    for name, popen in procs.procs.items():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(popen.pid)
+            add(name, root)
+            for child in root.children(recursive=True):
+                add(name, child)
+    for pid, name in (extra or {}).items():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            add(name, psutil.Process(pid))
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("postgres", "redis-server"):
+            add(proc.info["name"], proc)
+    out["machine busy"] = sum(
+        getattr(psutil.cpu_times(), f) for f in ("user", "system", "nice", "irq", "softirq")
+    )
+    return out
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """Cores used per process group between two snapshots (machine has os.cpu_count())."""
+    parts = []
+    for name in after:
+        used = (after[name] - before.get(name, 0.0)) / seconds
+        parts.append(f"{name} {used:.2f}")
+    return f"CPU cores used ({os.cpu_count()} on this machine): " + ", ".join(parts)
+
+
+def profile_children(pid: int, seconds: float, label: str) -> list[Any]:
+    """Start py-spy (``pip install py-spy==0.4.3``) on every child of ``pid``; return the
+    Popen objects, each with ``.path`` (collapsed stacks for bench/profile_summary.py)."""
+    import psutil
+
+    spies = []
+    for child in psutil.Process(pid).children():
+        path = str(TMP / f"prof-{label}-{child.pid}.txt")
+        spy = subprocess.Popen(
+            [
+                str(VENV_BIN / "py-spy"),
+                "record",
+                "--pid",
+                str(child.pid),
+                "--duration",
+                str(int(seconds)),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                path,
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        spy.path = path  # type: ignore[attr-defined]
+        spies.append(spy)
+    return spies
