@@ -117,7 +117,9 @@ def attempts_of(project_id: int, job_id: str) -> list[Attempt]:
 def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
     """Accept a job: count it against the quota, commit it, then hand it to Redis.
 
-    Returns the job and whether it was created (False: an idempotent repeat).
+    A job due now is created DISPATCHED (its time has come) in the same transaction, then
+    enqueued; a later one is created QUEUED and registered with the scheduler. Returns the job
+    and whether it was created (False: an idempotent repeat).
 
     Raises:
         LimitReached: the team's monthly quota is used up.
@@ -129,10 +131,12 @@ def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
         if existing is not None:
             return existing, False
 
+    due_now = data.schedule_for <= now
     job = Job(
         id=new_id("job"),
         project_id=principal.project_id,
-        status=S.QUEUED,
+        status=S.DISPATCHED if due_now else S.QUEUED,
+        dispatched_at=now if due_now else None,
         payload=data.payload,
         scheduled_for=data.schedule_for,
         next_attempt_at=data.schedule_for,
@@ -144,8 +148,11 @@ def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
         updated_at=now,
     )
     try:
-        usage.consume(principal.team_id, plan, now)
         db.session.add(job)
+        # INSERT first: the team's quota row is then locked only from its UPDATE to COMMIT,
+        # so concurrent dispatches of one team queue up for one round trip, not three.
+        db.session.flush()
+        usage.consume(principal.team_id, plan, now)
         db.session.commit()
     except IntegrityError:
         # Another request with the same Idempotency-Key won the race: answer with its job.
@@ -157,9 +164,10 @@ def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
     except BaseException:
         db.session.rollback()
         raise
-    _hand_to_redis(
-        job.id, job.next_attempt_number, job.next_attempt_at or now, plan.delivery_timeout
-    )
+    if due_now:
+        _enqueue(job.id, 1, plan.delivery_timeout)
+    else:
+        _schedule(job.id, 1, data.schedule_for, plan.delivery_timeout)
     metrics.count_job("dispatched")
     return job, True
 
@@ -368,7 +376,7 @@ def rehand(job_id: str) -> bool:
 
 @dataclass(frozen=True)
 class Delivery:
-    """Everything the delivery task needs to send one attempt."""
+    """Everything the delivery task needs to send one attempt and conclude it."""
 
     job_id: str
     attempt_id: str
@@ -379,6 +387,8 @@ class Delivery:
     bearer: bool
     timeout: int
     not_before: datetime
+    retry_base: int
+    max_retries: int
 
 
 def start_attempt(job_id: str, attempt: int) -> Delivery | None:
@@ -387,28 +397,37 @@ def start_attempt(job_id: str, attempt: int) -> Delivery | None:
     A cancelled, already-delivered or superseded job fails the CAS and is never sent.
     """
     row = db.session.execute(
-        sa.select(Job, Project, Team.plan)
+        sa.select(
+            Job.status,
+            Job.attempts,
+            Job.payload,
+            Job.next_attempt_at,
+            Job.scheduled_for,
+            Job.retry_base,
+            Job.max_retries,
+            Project.webhook_url,
+            Project.webhook_secret,
+            Project.previous_webhook_secret,
+            Project.secret_rotated_at,
+            Project.send_bearer_secret,
+            Team.plan,
+        )
         .join(Project, Project.id == Job.project_id)
         .join(Team, Team.id == Project.team_id)
         .where(Job.id == job_id)
-        .execution_options(populate_existing=True)
     ).first()
-    if row is None:
-        db.session.rollback()
-        return None
-    job, project, plan_name = row
-    if job.status != S.DISPATCHED or job.attempts != attempt - 1:
+    if row is None or row.status != S.DISPATCHED or row.attempts != attempt - 1:
         db.session.rollback()
         logger.info(
-            "job %s attempt %d dropped: job is %s after %d attempts",
+            "job %s attempt %d dropped: job is %s",
             job_id,
             attempt,
-            job.status,
-            job.attempts,
+            f"{row.status} after {row.attempts} attempts" if row else "gone",
         )
         return None
     now = clock.utcnow()
-    due = job.next_attempt_at or job.scheduled_for
+    timeout = plans.get(row.plan).delivery_timeout
+    due = row.next_attempt_at or row.scheduled_for
     if (due - now).total_seconds() > MAX_EARLY_SECONDS:
         # Never deliver before the time: hand it back to the scheduler (defensive; the
         # scheduler checks the DB before releasing, so this means a stale Redis entry).
@@ -419,7 +438,7 @@ def start_attempt(job_id: str, attempt: int) -> Delivery | None:
             attempt,
             (due - now).total_seconds(),
         )
-        _requeue(job_id, attempt, due, plans.get(plan_name).delivery_timeout)
+        _requeue(job_id, attempt, due, timeout)
         return None
     attempt_id = new_id("att")
     try:
@@ -435,7 +454,11 @@ def start_attempt(job_id: str, attempt: int) -> Delivery | None:
         if changed != 1:
             db.session.rollback()
             return None
-        db.session.add(Attempt(id=attempt_id, job_id=job_id, number=attempt, started_at=now))
+        db.session.execute(
+            sa.insert(Attempt.__table__).values(
+                id=attempt_id, job_id=job_id, number=attempt, started_at=now
+            )
+        )
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -444,12 +467,14 @@ def start_attempt(job_id: str, attempt: int) -> Delivery | None:
         job_id=job_id,
         attempt_id=attempt_id,
         attempt_number=attempt,
-        payload=job.payload,
-        url=project.webhook_url,
-        secrets=webhooks.live_secrets(project, now),
-        bearer=project.send_bearer_secret,
-        timeout=plans.get(plan_name).delivery_timeout,
-        not_before=job.next_attempt_at or job.scheduled_for,
+        payload=row.payload,
+        url=row.webhook_url,
+        secrets=webhooks.live_secrets(row, now),
+        bearer=row.send_bearer_secret,
+        timeout=timeout,
+        not_before=due,
+        retry_base=row.retry_base,
+        max_retries=row.max_retries,
     )
 
 
@@ -459,35 +484,50 @@ def finish_attempt(delivery: Delivery, result: Result) -> str | None:
     Returns the new status, or None if the job was no longer this attempt's (the reconciler
     declared the worker lost meanwhile); then nothing is written.
     """
-    return _conclude(delivery.job_id, delivery.attempt_number, delivery.attempt_id, result)
+    return _conclude(
+        delivery.job_id,
+        delivery.attempt_number,
+        delivery.attempt_id,
+        result,
+        delivery.retry_base,
+        delivery.max_retries,
+        delivery.timeout,
+    )
 
 
 def fail_over_lost(job_id: str, attempt: int, after_seconds: float) -> str | None:
     """STARTED for too long: the worker died. Count a failed "worker_lost" attempt, then retry."""
-    attempt_id = db.session.execute(
-        sa.select(Attempt.id).where(Attempt.job_id == job_id, Attempt.number == attempt)
-    ).scalar()
+    row = db.session.execute(
+        sa.select(Job.retry_base, Job.max_retries, Team.plan, Attempt.id)
+        .join(Project, Project.id == Job.project_id)
+        .join(Team, Team.id == Project.team_id)
+        .outerjoin(Attempt, sa.and_(Attempt.job_id == Job.id, Attempt.number == attempt))
+        .where(Job.id == job_id)
+    ).first()
+    db.session.rollback()
+    if row is None:
+        return None
     result = Result(
         outcome="worker_lost",
         duration_ms=None,
         error=f"worker lost: no result {after_seconds:.0f}s after the attempt started",
     )
-    return _conclude(job_id, attempt, attempt_id, result)
+    timeout = plans.get(row.plan).delivery_timeout
+    return _conclude(job_id, attempt, row.id, result, row.retry_base, row.max_retries, timeout)
 
 
-def _conclude(job_id: str, attempt: int, attempt_id: str | None, result: Result) -> str | None:
-    job = db.session.get(Job, job_id, populate_existing=True)
+def _conclude(
+    job_id: str,
+    attempt: int,
+    attempt_id: str | None,
+    result: Result,
+    retry_base: int,
+    max_retries: int,
+    timeout: int,
+) -> str | None:
+    """STARTED (at ``attempt``) → COMPLETED / QUEUED / FAILED, with the attempt's record, in one
+    transaction; the guarded UPDATE decides, so a superseded attempt writes nothing."""
     now = clock.utcnow()
-    if job is None or job.status != S.STARTED or job.attempts != attempt:
-        db.session.rollback()
-        logger.warning(
-            "job %s attempt %d finished (%s) but the job moved on (%s)",
-            job_id,
-            attempt,
-            result.outcome,
-            job.status if job else "deleted",
-        )
-        return None
     config = current_app.config
     next_at: datetime | None = None
     if result.ok:
@@ -495,23 +535,35 @@ def _conclude(job_id: str, attempt: int, attempt_id: str | None, result: Result)
         values: dict[str, Any] = dict(
             status=S.COMPLETED, completed_at=now, next_attempt_at=None, last_error=None
         )
+    elif result.outcome == "gone" or attempt - retry_base > max_retries:
+        new_status = S.FAILED
+        values = dict(status=S.FAILED, next_attempt_at=None, last_error=result.error)
     else:
-        in_budget = attempt - job.retry_base  # 1 = the first attempt of the current budget
-        if result.outcome == "gone" or in_budget > job.max_retries:
-            new_status = S.FAILED
-            values = dict(status=S.FAILED, next_attempt_at=None, last_error=result.error)
-        else:
-            wait = retry.delay(
-                in_budget,
-                config["RETRY_DELAYS"],
-                config["RETRY_MAX_DELAY"],
-                config["RETRY_JITTER"],
-                result.retry_after,
-            )
-            next_at = now + timedelta(seconds=wait)
-            new_status = S.QUEUED
-            values = dict(status=S.QUEUED, next_attempt_at=next_at, last_error=result.error)
+        wait = retry.delay(
+            attempt - retry_base,
+            config["RETRY_DELAYS"],
+            config["RETRY_MAX_DELAY"],
+            config["RETRY_JITTER"],
+            result.retry_after,
+        )
+        next_at = now + timedelta(seconds=wait)
+        new_status = S.QUEUED
+        values = dict(status=S.QUEUED, next_attempt_at=next_at, last_error=result.error)
     try:
+        changed = db.session.execute(
+            sa.update(_jobs)
+            .where(_jobs.c.id == job_id, _jobs.c.status == S.STARTED, _jobs.c.attempts == attempt)
+            .values(updated_at=now, **values)
+        ).rowcount
+        if changed != 1:
+            db.session.rollback()
+            logger.warning(
+                "job %s attempt %d finished (%s) but the job had moved on",
+                job_id,
+                attempt,
+                result.outcome,
+            )
+            return None
         if attempt_id is not None:
             db.session.execute(
                 sa.update(Attempt.__table__)
@@ -525,20 +577,12 @@ def _conclude(job_id: str, attempt: int, attempt_id: str | None, result: Result)
                     outcome=result.outcome,
                 )
             )
-        changed = db.session.execute(
-            sa.update(_jobs)
-            .where(_jobs.c.id == job_id, _jobs.c.status == S.STARTED, _jobs.c.attempts == attempt)
-            .values(updated_at=now, **values)
-        ).rowcount
-        if changed != 1:
-            db.session.rollback()
-            return None
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
     if next_at is not None:
-        _schedule(job_id, attempt + 1, next_at, plans.get(job.project.team.plan).delivery_timeout)
+        _schedule(job_id, attempt + 1, next_at, timeout)
     if new_status != S.QUEUED:
         metrics.count_job(new_status.lower())
     return new_status

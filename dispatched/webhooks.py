@@ -6,6 +6,7 @@ import base64
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -30,7 +31,15 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
-def live_secrets(project: Project, now: datetime) -> tuple[str, ...]:
+class SecretHolder(Protocol):
+    """A project, or a row with its secret columns."""
+
+    webhook_secret: str
+    previous_webhook_secret: str | None
+    secret_rotated_at: datetime | None
+
+
+def live_secrets(project: SecretHolder, now: datetime) -> tuple[str, ...]:
     """The secrets a delivery is signed with: the current one, plus the previous one during
     the rotation grace period."""
     previous = project.previous_webhook_secret

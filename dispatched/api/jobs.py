@@ -40,7 +40,7 @@ def dispatch() -> tuple[dict[str, Any], int]:
         current_app.config["MAX_SCHEDULE_DAYS"],
     )
     job, created = jobs.create(g.principal, data)
-    return serialize.dispatched(job), 201 if created else 200
+    return serialize.dispatched(job, created), 201 if created else 200
 
 
 @bp.get("/jobs")

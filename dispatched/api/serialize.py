@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..clock import isoformat
-from ..models import Attempt, Job
+from ..models import Attempt, Job, JobStatus
 
 
-def dispatched(job: Job) -> dict[str, Any]:
-    """The answer to ``POST /api/jobs/dispatch``."""
+def dispatched(job: Job, created: bool) -> dict[str, Any]:
+    """The answer to ``POST /api/jobs/dispatch``: a new job is reported as accepted, "QUEUED"
+    (DESIGN.md §5); an idempotent repeat shows the original job's current status."""
     return {
         "jobId": job.id,
-        "status": job.status,
+        "status": JobStatus.QUEUED if created else job.status,
         "scheduledFor": isoformat(job.scheduled_for),
         "maxRetries": job.max_retries,
         "createdAt": isoformat(job.created_at),
