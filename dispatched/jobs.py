@@ -271,24 +271,59 @@ def mark_dispatched(job_id: str, attempt: int) -> bool:
     return _cas(job_id, [S.QUEUED], attempts=attempt - 1, status=S.DISPATCHED, dispatched_at=now)
 
 
-def on_due(job_id: str, attempt: int) -> bool | datetime:
-    """Decide what the scheduler does with a due attempt (see scheduling.DispatchScheduler).
+def on_due(attempts: list[tuple[str, int]]) -> dict[tuple[str, int], bool | datetime]:
+    """Decide, in one pass, what the scheduler does with due attempts (DispatchScheduler).
 
-    The DB is the source of truth: a cancelled or already-moved job is dropped, a job that was
-    rescheduled later than Redis knew is held until its real time.
+    The DB is the source of truth: each attempt is released (True: the QUEUED → DISPATCHED
+    transition was made, in one guarded UPDATE for the whole batch), dropped (False: cancelled,
+    superseded, or another actor dispatched it first) or held until a later time (the job was
+    rescheduled later than Redis knew).
     """
+    decisions: dict[tuple[str, int], bool | datetime] = dict.fromkeys(attempts, False)
+    if not attempts:
+        return decisions
+    now = clock.utcnow()
     try:
-        job = db.session.get(Job, job_id, populate_existing=True)
-        if job is None or job.status != S.QUEUED or job.next_attempt_number != attempt:
-            return False
-        due = job.next_attempt_at or job.scheduled_for
-        if due > clock.utcnow() + timedelta(seconds=1):
-            return due
+        rows = db.session.execute(
+            sa.select(
+                Job.id, Job.status, Job.attempts, Job.next_attempt_at, Job.scheduled_for
+            ).where(Job.id.in_({job_id for job_id, _ in attempts}))
+        ).all()
+        by_id = {row.id: row for row in rows}
+        due: list[tuple[str, int]] = []
+        for job_id, attempt in attempts:
+            row = by_id.get(job_id)
+            if row is None or row.status != S.QUEUED or row.attempts != attempt - 1:
+                continue
+            when = row.next_attempt_at or row.scheduled_for
+            if when > now + timedelta(seconds=1):
+                decisions[(job_id, attempt)] = when
+            else:
+                due.append((job_id, attempt))
+        released: set[str] = set()
+        for start in range(0, len(due), 500):
+            chunk = due[start : start + 500]
+            released.update(
+                db.session.execute(
+                    sa.update(_jobs)
+                    .where(
+                        sa.tuple_(_jobs.c.id, _jobs.c.attempts).in_(
+                            [(job_id, attempt - 1) for job_id, attempt in chunk]
+                        ),
+                        _jobs.c.status == S.QUEUED,
+                    )
+                    .values(status=S.DISPATCHED, dispatched_at=now, updated_at=now)
+                    .returning(_jobs.c.id)
+                ).scalars()
+            )
+        db.session.commit()
     finally:
         # Never leave the long-lived scheduler session inside a transaction, even after a DB
         # error (a failed transaction would make every later tick fail too).
         db.session.rollback()
-    return mark_dispatched(job_id, attempt)
+    for job_id, attempt in due:
+        decisions[(job_id, attempt)] = job_id in released
+    return decisions
 
 
 def _hand_to_redis(job_id: str, attempt: int, when: datetime, timeout: int) -> bool:

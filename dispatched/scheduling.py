@@ -195,14 +195,20 @@ def ping() -> None:
 
 
 class DispatchScheduler(Scheduler):
-    """rq-scheduler that asks the job service before releasing each due attempt.
+    """rq-scheduler that asks the job service, in one batch per tick, before releasing due
+    attempts.
 
-    ``on_due(job_id, attempt)`` returns True to release the attempt to the queue (the service
-    has made the QUEUED→DISPATCHED transition), False to drop it (cancelled, superseded), or
-    a datetime to hold it until then (the job was rescheduled later than Redis knew).
+    ``on_due([(job_id, attempt), ...])`` maps each to True to release it to the queue (the
+    service made the QUEUED→DISPATCHED transition), False to drop it (cancelled, superseded),
+    or a datetime to hold it until then (the job was rescheduled later than Redis knew).
     """
 
-    def __init__(self, *args: Any, on_due: Callable[[str, int], bool | datetime], **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        on_due: Callable[[list[tuple[str, int]]], dict[tuple[str, int], bool | datetime]],
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self._on_due = on_due
 
@@ -240,25 +246,59 @@ class DispatchScheduler(Scheduler):
                 self.remove_lock()
                 self.register_death()
 
-    def enqueue_job(self, job: RQJob) -> None:
-        parsed = parse_rq_job_id(job.id)
-        if parsed is None:
-            super().enqueue_job(job)
-            return
-        try:
-            decision = self._on_due(*parsed)
-        except Exception:
-            # Leave it scheduled: the next tick tries again (e.g. the DB was briefly down).
-            logger.exception("could not decide on due attempt %s; retrying next tick", job.id)
-            return
-        if decision is True:
-            super().enqueue_job(job)
-        elif decision is False:
-            # Only leave the schedule: the RQ job hash may belong to a copy another actor
-            # (a PATCH to now, the reconciler) has just queued under the same id.
-            self.connection.zrem(self.scheduled_jobs_key, job.id)
-        else:
-            self.connection.zadd(
-                self.scheduled_jobs_key,
-                {job.id: int(clock.ceil_second(decision).timestamp())},
+    def enqueue_jobs(self) -> list[str]:
+        """Release every due attempt: one DB decision for all of them, then the enqueues."""
+        now = int(time.time())
+        due_ids = [
+            x.decode() for x in self.connection.zrangebyscore(self.scheduled_jobs_key, 0, now)
+        ]
+        ours = {rq_id: parse_rq_job_id(rq_id) for rq_id in due_ids}
+        for rq_id in (rq_id for rq_id, parsed in ours.items() if parsed is None):
+            job = (
+                RQJob.fetch(rq_id, connection=self.connection)
+                if RQJob.exists(rq_id, self.connection)
+                else None
             )
+            if job is None:
+                self.connection.zrem(self.scheduled_jobs_key, rq_id)
+            else:
+                super().enqueue_job(job)  # not a delivery attempt: plain rq-scheduler behaviour
+        attempts = {parsed: rq_id for rq_id, parsed in ours.items() if parsed is not None}
+        if not attempts:
+            return due_ids
+        try:
+            decisions = self._on_due(list(attempts))
+        except Exception:
+            # Leave them scheduled: the next tick tries again (e.g. the DB was briefly down).
+            logger.exception(
+                "could not decide on %d due attempts; retrying next tick", len(attempts)
+            )
+            return []
+        released = [attempts[key] for key, decision in decisions.items() if decision is True]
+        jobs = dict(
+            zip(released, RQJob.fetch_many(released, connection=self.connection), strict=True)
+        )
+        queue = Queue(self.queue_name, connection=self.connection)
+        pipe = self.connection.pipeline()
+        for key, decision in decisions.items():
+            rq_id = attempts[key]
+            if decision is True:
+                if jobs[rq_id] is None:
+                    # Its RQ job vanished (Redis lost it): the job is DISPATCHED in the DB and
+                    # the reconciler re-enqueues DISPATCHED jobs that Redis does not hold.
+                    logger.warning("due attempt %s has no RQ job; left to the reconciler", rq_id)
+                else:
+                    # One pipelined round trip per job inside RQ (it WATCHes for dependencies,
+                    # so it cannot share our pipeline).
+                    queue.enqueue_job(jobs[rq_id])
+                pipe.zrem(self.scheduled_jobs_key, rq_id)
+            elif decision is False:
+                # Only leave the schedule: the RQ job hash may belong to a copy another actor
+                # (a PATCH to now, the reconciler) has just queued under the same id.
+                pipe.zrem(self.scheduled_jobs_key, rq_id)
+            else:
+                pipe.zadd(
+                    self.scheduled_jobs_key, {rq_id: int(clock.ceil_second(decision).timestamp())}
+                )
+        pipe.execute()
+        return due_ids

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -166,15 +167,61 @@ def test_on_due_leaves_no_transaction_open_after_a_db_error(app, monkeypatch):
     from dispatched.extensions import db
 
     with app.app_context():
-        real_get = db.session.get
+        real_execute = db.session.execute
 
-        def failing_get(*args, **kwargs):
-            db.session.execute(sa.text("SELECT 1"))  # a transaction is now open
+        def failing_execute(*args, **kwargs):
+            real_execute(sa.text("SELECT 1"))  # a transaction is now open
             raise sa.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
 
-        monkeypatch.setattr(db.session, "get", failing_get)
+        monkeypatch.setattr(db.session, "execute", failing_execute)
         with pytest.raises(sa.exc.OperationalError):
-            jobs.on_due("job_doesnotexist", 1)
+            jobs.on_due([("job_doesnotexist", 1)])
         assert not db.session().in_transaction()
-        monkeypatch.setattr(db.session, "get", real_get)
-        assert jobs.on_due("job_doesnotexist", 1) is False
+        monkeypatch.setattr(db.session, "execute", real_execute)
+        assert jobs.on_due([("job_doesnotexist", 1)]) == {("job_doesnotexist", 1): False}
+
+
+def test_scheduler_releases_a_due_batch_in_one_tick(app, client, make_team, redis):
+    """One tick: due attempts released (DB DISPATCHED + queued), a cancelled one dropped, one
+    rescheduled later (Redis not told) held until its real time."""
+    import time as _time
+
+    from dispatched import jobs, scheduling
+    from dispatched.extensions import db
+    from dispatched.models import Job
+
+    team = make_team("unlimited")
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    ids = [
+        client.post(
+            "/api/jobs/dispatch",
+            headers=team.headers,
+            json={"payload": {"n": n}, "scheduleFor": soon},
+        ).json["jobId"]
+        for n in range(40)
+    ]
+    cancelled, moved = ids[0], ids[1]
+    assert client.delete(f"/api/jobs/{cancelled}", headers=team.headers).status_code == 200
+    redis.zadd("rq:scheduler:scheduled_jobs", {f"{cancelled}-1": 0})  # a stale entry survives
+    later = datetime.now(UTC) + timedelta(hours=2)
+    with app.app_context():
+        db.session.execute(
+            Job.__table__.update().where(Job.id == moved).values(next_attempt_at=later)
+        )
+        db.session.commit()
+    _time.sleep(2.1)
+    with app.app_context():
+        scheduler = scheduling.DispatchScheduler(
+            queue_name="dispatched", connection=redis, on_due=jobs.on_due
+        )
+        scheduler.enqueue_jobs()
+        statuses = {job.id: job.status for job in db.session.query(Job)}
+    queued = {x.decode() for x in redis.lrange("rq:queue:dispatched", 0, -1)}
+    assert queued == {f"{job_id}-1" for job_id in ids[2:]}
+    assert all(statuses[job_id] == "DISPATCHED" for job_id in ids[2:])
+    assert statuses[cancelled] == "CANCELLED" and statuses[moved] == "QUEUED"
+    remaining = {
+        k.decode(): v
+        for k, v in redis.zrange("rq:scheduler:scheduled_jobs", 0, -1, withscores=True)
+    }
+    assert remaining == {f"{moved}-1": math.ceil(later.timestamp())}
