@@ -112,8 +112,9 @@ def enqueue_now(job_id: str, attempt: int, timeout: int) -> None:
 def schedule_at(job_id: str, attempt: int, when: datetime, timeout: int) -> None:
     """Register attempt ``attempt`` of ``job_id`` with rq-scheduler for ``when``.
 
-    rq-scheduler keeps whole seconds and fires anything whose second has come, so the time is
-    rounded *up*: an attempt may start a fraction late, never early.
+    rq-scheduler itself keeps whole seconds (``to_unix``); the score is rewritten with the exact
+    time, so DispatchScheduler — which reads scores as floats — releases an attempt at its time,
+    never before, and as soon after it as its tick interval allows.
 
     Raises:
         TransportUnavailable: Redis is unreachable.
@@ -133,6 +134,7 @@ def schedule_at(job_id: str, attempt: int, when: datetime, timeout: int) -> None
             queue_name=queue_name(),
             job_description=f"deliver {job_id} attempt {attempt}",
         )
+        scheduler.connection.zadd(Scheduler.scheduled_jobs_key, {rq_id: when.timestamp()})
     except RedisError as exc:
         raise TransportUnavailable(str(exc)) from exc
 
@@ -213,11 +215,10 @@ class DispatchScheduler(Scheduler):
         self._on_due = on_due
 
     def run(self, burst: bool = False) -> None:
-        """Like rq-scheduler's loop, but woken just after each whole second, and surviving
-        Redis outages (it waits for Redis instead of exiting).
-
-        Scores are whole seconds rounded up, so waking at second boundaries releases an attempt
-        within a few milliseconds of its time instead of up to an interval later.
+        """Like rq-scheduler's loop, but woken on a fixed grid of ``interval`` (1 s by default:
+        just after each whole second), and surviving Redis outages (it waits for Redis instead
+        of exiting). Scores are exact times, so an attempt is released at the first tick after
+        its time: at most one interval late, never early.
         """
         self._install_signal_handlers()
         registered = False
@@ -248,7 +249,7 @@ class DispatchScheduler(Scheduler):
 
     def enqueue_jobs(self) -> list[str]:
         """Release every due attempt: one DB decision for all of them, then the enqueues."""
-        now = int(time.time())
+        now = time.time()
         due_ids = [
             x.decode() for x in self.connection.zrangebyscore(self.scheduled_jobs_key, 0, now)
         ]
@@ -297,8 +298,6 @@ class DispatchScheduler(Scheduler):
                 # (a PATCH to now, the reconciler) has just queued under the same id.
                 pipe.zrem(self.scheduled_jobs_key, rq_id)
             else:
-                pipe.zadd(
-                    self.scheduled_jobs_key, {rq_id: int(clock.ceil_second(decision).timestamp())}
-                )
+                pipe.zadd(self.scheduled_jobs_key, {rq_id: decision.timestamp()})
         pipe.execute()
         return due_ids

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from rq.job import Job as RQJob
 
 from dispatched.clock import parse_iso
@@ -55,7 +55,7 @@ def test_dispatch_now_enqueues_attempt_one(client, team, redis):
     assert job["attempts"] == 0 and job["lastError"] is None and job["completedAt"] is None
 
 
-def test_dispatch_later_registers_with_scheduler_rounded_up(client, team, redis):
+def test_dispatch_later_registers_with_scheduler_at_its_exact_time(client, team, redis):
     when = datetime.now(UTC) + timedelta(minutes=10, milliseconds=300)
     r = dispatch(client, team, {"payload": {}, "scheduleFor": iso(when)})
     assert r.status_code == 201
@@ -63,8 +63,9 @@ def test_dispatch_later_registers_with_scheduler_rounded_up(client, team, redis)
     assert abs(parse_iso(r.json["scheduledFor"]) - when) < timedelta(milliseconds=2)
 
     assert queued_ids(redis) == []
-    # Whole seconds, rounded up: never released before its time.
-    assert scheduled(redis) == {f"{job_id}-1": math.ceil(when.timestamp())}
+    # The exact time (not rq-scheduler's whole second): released at it, never before.
+    assert list(scheduled(redis)) == [f"{job_id}-1"]
+    assert scheduled(redis)[f"{job_id}-1"] == pytest.approx(when.timestamp(), abs=0.002)
     job = client.get(f"/api/jobs/{job_id}", headers=team.headers).json
     assert job["status"] == "QUEUED"
     assert parse_iso(job["nextAttemptAt"]) == parse_iso(job["scheduledFor"])
@@ -144,7 +145,8 @@ def test_patch_moves_the_scheduled_attempt(client, team, redis):
     assert r.status_code == 200, r.json
     assert r.json["status"] == "QUEUED"
     assert abs(parse_iso(r.json["scheduledFor"]) - later) < timedelta(milliseconds=2)
-    assert scheduled(redis) == {f"{job_id}-1": math.ceil(later.timestamp())}
+    assert list(scheduled(redis)) == [f"{job_id}-1"]
+    assert scheduled(redis)[f"{job_id}-1"] == pytest.approx(later.timestamp(), abs=0.002)
     assert queued_ids(redis) == []
 
 
