@@ -355,3 +355,25 @@ def test_echo_receiver_keeps_deliveries_per_project(app, client, owner):
     mine = client.get(f"/p/{owner}/webhook").get_data(as_text=True)
     theirs = other.get(f"/p/{other_pid}/webhook").get_data(as_text=True)
     assert "mine" in mine and "mine" not in theirs
+
+
+def test_key_and_project_forms_reject_bad_input(app, client, owner):
+    from dispatched.models import ApiKey
+
+    token = page_token(client, f"/p/{owner}/keys")
+    r = client.post(f"/p/{owner}/keys", data={"csrf_token": token, "label": ""})
+    assert r.status_code == 400 and "Give the key a label" in r.get_data(as_text=True)
+    r = client.post(f"/p/{owner}/keys", data={"csrf_token": token, "label": "x" * 121})
+    assert r.status_code == 400
+    with app.app_context():
+        assert db.session.query(ApiKey).filter(ApiKey.label != "default").count() == 0
+
+    bad = client.post("/projects", data={"csrf_token": token, "name": ""}, follow_redirects=True)
+    assert "Give the project a name" in bad.get_data(as_text=True)
+    dup = client.post(
+        "/projects", data={"csrf_token": token, "name": "default"}, follow_redirects=True
+    )
+    assert "already has a project" in dup.get_data(as_text=True)
+    ok = client.post("/projects", data={"csrf_token": token, "name": "staging"})
+    assert ok.status_code == 302 and "/webhook" in ok.headers["Location"]
+    assert "staging" in client.get(f"/p/{owner}/").get_data(as_text=True)
