@@ -33,43 +33,14 @@ from bench.common import (  # noqa: E402
 
 def profile_round(procs, spec: dict, seconds: float, db: str) -> None:  # type: ignore[no-untyped-def]
     """One more dispatch round with py-spy recording every gunicorn worker (not counted)."""
-    import subprocess
-
-    import psutil
-
-    from bench.common import TMP, VENV_BIN
+    from bench.common import profile_children
     from bench.profile_summary import summarize as profile_summary
 
-    pids = [c.pid for c in psutil.Process(procs.pid("web")).children()]
-    paths, spies = [], []
-    for pid in pids:
-        path = str(TMP / f"prof-dispatch-{db}-{pid}.txt")
-        paths.append(path)
-        spies.append(
-            subprocess.Popen(
-                [
-                    str(VENV_BIN / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(pid),
-                    "--duration",
-                    str(int(seconds)),
-                    "--rate",
-                    "200",
-                    "--format",
-                    "raw",
-                    "--output",
-                    path,
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+    spies = profile_children(procs.pid("web"), seconds, f"dispatch-{db}")
     run_load({**spec, "duration": seconds})
     for spy in spies:
         spy.wait(60)
-    log(profile_summary(paths, top=30))
+    log(profile_summary([spy.path for spy in spies], top=30))
 
 
 def main() -> None:
