@@ -21,16 +21,6 @@ class Plan:
         """The limit in Flask-Limiter's notation, e.g. ``"60 per minute"``."""
         return f"{self.rate_per_minute} per minute"
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "ratePerMinute": self.rate_per_minute,
-            "monthlyQuota": self.monthly_quota,
-            "retryCap": self.retry_cap,
-            "payloadMaxBytes": self.payload_max_bytes,
-            "deliveryTimeoutSeconds": self.delivery_timeout,
-        }
-
 
 def names() -> list[str]:
     """Return the configured plan names."""
