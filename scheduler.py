@@ -10,7 +10,7 @@ import logging
 import sys
 import threading
 
-from dispatched import create_app, jobs, reconciler, scheduling
+from dispatched import create_app, jobs, reconciler, transport
 
 logger = logging.getLogger("dispatched.scheduler")
 
@@ -22,7 +22,7 @@ def reconcile_forever(app, stop: threading.Event) -> None:  # type: ignore[no-un
         with app.app_context():
             try:
                 reconciler.reconcile()
-            except scheduling.TransportUnavailable as exc:
+            except transport.TransportUnavailable as exc:
                 logger.warning("reconciler: Redis unreachable (%s); retrying", exc)
             except Exception:
                 logger.exception("reconciler pass failed; retrying")
@@ -37,19 +37,13 @@ def main() -> int:
     )
     thread.start()
     with app.app_context():
-        scheduler = scheduling.DispatchScheduler(
-            queue_name=app.config["DELIVERY_QUEUE"],
-            connection=scheduling.connection(),
-            interval=app.config["SCHEDULER_INTERVAL"],
-            on_due=jobs.on_due,
-        )
         logger.info(
             "scheduler started (interval %ss, reconcile every %ss)",
             app.config["SCHEDULER_INTERVAL"],
             app.config["RECONCILE_INTERVAL"],
         )
         try:
-            scheduler.run()
+            transport.run_scheduler(jobs.on_due, app.config["SCHEDULER_INTERVAL"])
         finally:
             stop.set()
     return 0

@@ -11,14 +11,14 @@ import sys
 
 from rq.worker_pool import WorkerPool
 
-from dispatched import create_app, scheduling
+from dispatched import create_app, redis_client
 from dispatched.rq_worker import DeliveryWorker
 
 
 def main() -> int:
     app = create_app()
     # The pool's parent only needs Redis; each child builds its own app (no shared DB pool).
-    connection = scheduling.redis_from_url(app.config["REDIS_URL"])
+    connection = redis_client.from_url(app.config["REDIS_URL"])
     queue = app.config["DELIVERY_QUEUE"]
     count = app.config["WORKER_CONCURRENCY"]
     logging.getLogger(__name__).info("starting %d delivery workers on queue %r", count, queue)

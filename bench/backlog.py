@@ -10,7 +10,7 @@ dispatch throughput with the backlog vs with an empty database, same run.
    growth per job likewise.
 3. The rest of the backlog up to N is bulk-loaded, because through the API (~100-200
    dispatches/s on 2 cores) 100 000 jobs would take 10+ minutes: jobs rows with a
-   multi-row INSERT and, in Redis, exactly what ``scheduling.schedule_at`` stores (an RQ job
+   multi-row INSERT and, in Redis, exactly what ``transport_rq.schedule_at`` stores (an RQ job
    hash built by rq-scheduler's own ``_create_job`` + the ``rq:scheduler:scheduled_jobs``
    sorted-set entry), pipelined. used_memory over the whole backlog is printed as a
    cross-check of (2).
@@ -71,12 +71,12 @@ def throughput(base: str, key: str, seconds: float, label: str) -> float:
 
 
 def bulk_fill(env: dict[str, str], project_id: int, team_id: int, n: int) -> float:
-    """Insert n scheduled jobs as jobs.create + scheduling.schedule_at would leave them."""
+    """Insert n scheduled jobs as jobs.create + transport_rq.schedule_at would leave them."""
     os.environ.update(env)
     import sqlalchemy as sa
     from rq_scheduler import Scheduler
 
-    from dispatched import create_app, scheduling
+    from dispatched import create_app, redis_client, transport_rq
     from dispatched.extensions import db
     from dispatched.ids import new_id
     from dispatched.models import Job, MonthlyUsage
@@ -84,7 +84,7 @@ def bulk_fill(env: dict[str, str], project_id: int, team_id: int, n: int) -> flo
     started = time.perf_counter()
     app = create_app()
     with app.app_context():
-        conn = scheduling.connection()
+        conn = redis_client.connection()
         scheduler = Scheduler(queue_name=app.config["DELIVERY_QUEUE"], connection=conn)
         timeout = app.config["PLANS"]["scale"]["delivery_timeout"]
         base = datetime.now(UTC) + timedelta(seconds=AHEAD)
@@ -114,9 +114,9 @@ def bulk_fill(env: dict[str, str], project_id: int, team_id: int, n: int) -> flo
                         updated_at=now,
                     )
                 )
-                rq_id = scheduling.rq_job_id(job_id, 1)
+                rq_id = transport_rq.rq_job_id(job_id, 1)
                 job = scheduler._create_job(
-                    scheduling.DELIVER_TASK,
+                    transport_rq.DELIVER_TASK,
                     args=(job_id, 1),
                     kwargs={},
                     commit=False,

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rq.worker_pool import WorkerPool  # noqa: E402
 
-from dispatched import scheduling  # noqa: E402
+from dispatched import redis_client  # noqa: E402
 
 
 def main() -> int:
@@ -33,7 +33,7 @@ def main() -> int:
     worker_class = getattr(importlib.import_module(module), name)
     level = os.environ.get("LOG_LEVEL", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    connection = scheduling.redis_from_url(os.environ["REDIS_URL"])
+    connection = redis_client.from_url(os.environ["REDIS_URL"])
     pool = WorkerPool(
         [args.queue], connection=connection, num_workers=args.n, worker_class=worker_class
     )

@@ -106,7 +106,7 @@ def limiter_storage_uri(redis_url: str) -> str:
 
 
 def register_extensions(app: Flask) -> None:
-    from . import scheduling
+    from . import redis_client
     from .extensions import csrf, db, htmx, limiter, login_manager, migrate
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", limiter_storage_uri(app.config["REDIS_URL"]))
@@ -128,7 +128,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     csrf.init_app(app)
     htmx.init_app(app)
-    scheduling.init_app(app)
+    redis_client.init_app(app)
     app.json.sort_keys = False  # keep the user's payload in the order they sent it
 
 

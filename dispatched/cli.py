@@ -171,11 +171,11 @@ def seed_demo(webhook_url: str | None, history: bool, as_json: bool) -> None:
 @click.option("--full", is_flag=True, help="Check every live job, not only suspicious ones.")
 def reconcile(full: bool) -> None:
     """Run one reconciler pass now and print what it did."""
-    from . import reconciler, scheduling
+    from . import reconciler, transport
 
     try:
         report = reconciler.reconcile(full=full)
-    except scheduling.TransportUnavailable as exc:
+    except transport.TransportUnavailable as exc:
         click.echo(f"error: Redis unreachable: {exc}", err=True)
         sys.exit(1)
     click.echo(json.dumps(report))

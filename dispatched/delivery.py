@@ -1,7 +1,8 @@
 """The delivery task run by RQ workers: load → CAS → sign → POST → record → next step.
 
-Enqueued by dotted name (``dispatched.delivery.deliver``) by the scheduling module; it takes
-ids, never ORM objects, and loads fresh state. Every state change goes through ``jobs``.
+Enqueued by dotted name (``dispatched.delivery.deliver``) by the transport backend
+(``transport_rq``); it takes ids, never ORM objects, and loads fresh state. Every state change
+goes through ``jobs``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from . import clock, metrics, plans, retry, scheduling, usage, webhooks
+from . import clock, metrics, plans, retry, transport, usage, webhooks
 from .errors import BadRequest, Conflict, NotFound
 from .extensions import db
 from .ids import new_id
@@ -340,9 +340,9 @@ def _hand_to_redis(job_id: str, attempt: int, when: datetime, timeout: int) -> b
 
 def _enqueue(job_id: str, attempt: int, timeout: int) -> bool:
     try:
-        scheduling.enqueue_now(job_id, attempt, timeout)
+        transport.enqueue_now(job_id, attempt, timeout)
         return True
-    except scheduling.TransportUnavailable as exc:
+    except transport.TransportUnavailable as exc:
         logger.warning(
             "job %s attempt %d stays DISPATCHED in the DB, Redis unreachable: %s "
             "(the reconciler will enqueue it)",
@@ -356,9 +356,9 @@ def _enqueue(job_id: str, attempt: int, timeout: int) -> bool:
 
 def _schedule(job_id: str, attempt: int, when: datetime, timeout: int) -> bool:
     try:
-        scheduling.schedule_at(job_id, attempt, when, timeout)
+        transport.schedule_at(job_id, attempt, when, timeout)
         return True
-    except scheduling.TransportUnavailable as exc:
+    except transport.TransportUnavailable as exc:
         logger.warning(
             "job %s attempt %d stays QUEUED in the DB, Redis unreachable: %s "
             "(the reconciler will schedule it)",
@@ -377,8 +377,8 @@ def _flag_handoff(job_id: str) -> None:
 
 def _forget(job_id: str, attempt: int) -> None:
     try:
-        scheduling.unschedule(job_id, attempt)
-    except scheduling.TransportUnavailable as exc:
+        transport.unschedule(job_id, attempt)
+    except transport.TransportUnavailable as exc:
         # Harmless: the scheduler and the worker check the DB and drop a stale attempt.
         logger.warning(
             "job %s attempt %d: could not remove it from Redis: %s", job_id, attempt, exc

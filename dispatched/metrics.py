@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from redis.exceptions import RedisError
 
-from . import scheduling
+from . import redis_client, transport
 from .extensions import db
 from .models import Job, JobStatus
 
@@ -48,7 +48,7 @@ def _histogram(name: str, value: float, buckets: Iterable[float]) -> dict[str, f
 
 def _hincr(fields: dict[str, float]) -> None:
     try:
-        pipe = scheduling.connection().pipeline(transaction=False)
+        pipe = redis_client.connection().pipeline(transaction=False)
         for field, amount in fields.items():
             if isinstance(amount, float) and not amount.is_integer():
                 pipe.hincrbyfloat(KEY, field, amount)
@@ -63,8 +63,8 @@ def render() -> str:
     """Return the Prometheus text exposition of every metric."""
     lines: list[str] = []
     try:
-        raw = {k.decode(): float(v) for k, v in scheduling.connection().hgetall(KEY).items()}
-        depth = scheduling.queue_depth()
+        raw = {k.decode(): float(v) for k, v in redis_client.connection().hgetall(KEY).items()}
+        depth = transport.depth()
     except RedisError:
         raw, depth = {}, None
 

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, Response
 
-from . import metrics, scheduling
+from . import metrics, transport
 from .api.errors import error_response
 from .extensions import db
 
@@ -31,9 +31,9 @@ def readyz() -> Any:
         db.session.rollback()
         checks["database"] = f"unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
     try:
-        scheduling.ping()
+        transport.ping()
         checks["redis"] = "ok"
-    except scheduling.TransportUnavailable as exc:
+    except transport.TransportUnavailable as exc:
         checks["redis"] = f"unreachable: {exc}"
     failing = [name for name, state in checks.items() if state != "ok"]
     if failing:

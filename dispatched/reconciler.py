@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import current_app
 from redis.exceptions import RedisError
 
-from . import clock, jobs, plans, scheduling
+from . import clock, jobs, plans, redis_client, transport
 from .extensions import db
 from .models import Job, JobStatus, Project, Team
 
@@ -37,13 +37,13 @@ LOCK_SECONDS = 60
 
 def reconcile(full: bool = False) -> dict[str, int]:
     """Run one repair pass; return what it did. Raises TransportUnavailable if Redis is down."""
-    conn = scheduling.connection()
+    conn = redis_client.connection()
     try:
         if not conn.set(LOCK_KEY, "1", nx=True, ex=LOCK_SECONDS):
             return {"skipped": 1}
         full = full or not conn.exists(EPOCH_KEY)
     except RedisError as exc:
-        raise scheduling.TransportUnavailable(str(exc)) from exc
+        raise transport.TransportUnavailable(str(exc)) from exc
     try:
         # Lost workers first: that part needs only the DB, so a Redis error below can't skip it.
         lost = _fail_over_lost()
@@ -76,7 +76,7 @@ def _rehand_missing(full: bool) -> dict[str, int]:
     checked = rehanded = 0
     for start in range(0, len(rows), BATCH):
         batch = [(job_id, attempts + 1) for job_id, attempts in rows[start : start + BATCH]]
-        held = scheduling.held(batch)
+        held = transport.held(batch)
         checked += len(batch)
         for job_id, attempt in batch:
             if (job_id, attempt) not in held:

@@ -8,8 +8,9 @@ import pytest
 from rq.job import Job as RQJob
 
 from dispatched.clock import parse_iso
+from dispatched.transport_rq import SCHEDULED_KEY
 
-SCHEDULED = "rq:scheduler:scheduled_jobs"
+SCHEDULED = SCHEDULED_KEY
 QUEUE = "rq:queue:dispatched"
 
 

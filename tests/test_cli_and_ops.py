@@ -8,6 +8,7 @@ import re
 import pytest
 from redis import Redis
 
+from dispatched.transport_rq import SCHEDULED_KEY
 from tests.conftest import make_app
 
 
@@ -152,5 +153,5 @@ def test_admin_reconcile_hands_lost_jobs_back_to_redis(runner, client, team, red
             assert again["checked"] == 2 and again["rehanded"] == 0
         finally:
             reconciler.SETTLE = original
-    assert redis.zscore("rq:scheduler:scheduled_jobs", f"{job_id}-1") is not None
+    assert redis.zscore(SCHEDULED_KEY, f"{job_id}-1") is not None
     assert [x.decode() for x in redis.lrange("rq:queue:dispatched", 0, -1)] == [f"{now_id}-1"]

@@ -193,7 +193,7 @@ def test_retry_after_is_honoured(live_server, make_team, receiver, delivery_stac
 def test_cancelled_after_enqueue_is_never_delivered(
     app, live_server, make_team, receiver, processes, redis
 ):
-    from dispatched import scheduling
+    from dispatched import transport
 
     team = make_team("e2e", webhook_url=receiver.on("/hook", answer(200)))
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -203,7 +203,7 @@ def test_cancelled_after_enqueue_is_never_delivered(
     assert api(live_server, team, "DELETE", f"/jobs/{job['jobId']}").status_code == 200
     # The race: the attempt reached the RQ queue anyway (released just as the cancel landed).
     with app.app_context():
-        scheduling.enqueue_now(job["jobId"], 1, 2)
+        transport.enqueue_now(job["jobId"], 1, 2)
     assert redis.llen("rq:queue:dispatched") == 1
     processes.start("worker", "worker.py", WORKER_CONCURRENCY="1")
     wait_for(

@@ -11,6 +11,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from dispatched import outbound, retry, signing, webhooks
 from dispatched.models import Project
+from dispatched.transport_rq import SCHEDULED_KEY
 from tests.support import answer
 
 
@@ -116,7 +117,7 @@ def test_outbound_classifies_answers(receiver):
 def test_attempt_reaching_a_worker_early_goes_back_to_the_scheduler(
     app, client, make_team, receiver, redis
 ):
-    from dispatched import jobs, scheduling
+    from dispatched import jobs, transport
     from dispatched.extensions import db
     from dispatched.models import Job
     from dispatched.rq_worker import DeliveryWorker
@@ -131,17 +132,17 @@ def test_attempt_reaching_a_worker_early_goes_back_to_the_scheduler(
     with app.app_context():
         # A stale entry: the attempt is released to the queue an hour early.
         assert jobs.mark_dispatched(job_id, 1)
-        scheduling.enqueue_now(job_id, 1, 2)
+        transport.enqueue_now(job_id, 1, 2)
         DeliveryWorker(["dispatched"], connection=redis).work(burst=True)
         job = db.session.get(Job, job_id)
         assert job.status == "QUEUED" and job.attempts == 0
         assert abs((job.next_attempt_at - when).total_seconds()) < 0.01
     assert receiver.received() == []
-    assert redis.zscore("rq:scheduler:scheduled_jobs", f"{job_id}-1") is not None
+    assert redis.zscore(SCHEDULED_KEY, f"{job_id}-1") is not None
 
 
 def test_worker_drops_an_attempt_of_a_cancelled_job(app, client, make_team, receiver, redis):
-    from dispatched import scheduling
+    from dispatched import transport
     from dispatched.rq_worker import DeliveryWorker
 
     team = make_team("e2e", webhook_url=receiver.on("/hook", answer(200)))
@@ -151,7 +152,7 @@ def test_worker_drops_an_attempt_of_a_cancelled_job(app, client, make_team, rece
     ).json["jobId"]
     assert client.delete(f"/api/jobs/{job_id}", headers=team.headers).status_code == 200
     with app.app_context():
-        scheduling.enqueue_now(job_id, 1, 2)
+        transport.enqueue_now(job_id, 1, 2)
         DeliveryWorker(["dispatched"], connection=redis).work(burst=True)
     assert receiver.received() == []
     assert client.get(f"/api/jobs/{job_id}", headers=team.headers).json["status"] == "CANCELLED"
@@ -185,7 +186,7 @@ def test_scheduler_releases_a_due_batch_in_one_tick(app, client, make_team, redi
     rescheduled later (Redis not told) held until its real time."""
     import time as _time
 
-    from dispatched import jobs, scheduling
+    from dispatched import jobs, transport_rq
     from dispatched.extensions import db
     from dispatched.models import Job
 
@@ -201,7 +202,7 @@ def test_scheduler_releases_a_due_batch_in_one_tick(app, client, make_team, redi
     ]
     cancelled, moved = ids[0], ids[1]
     assert client.delete(f"/api/jobs/{cancelled}", headers=team.headers).status_code == 200
-    redis.zadd("rq:scheduler:scheduled_jobs", {f"{cancelled}-1": 0})  # a stale entry survives
+    redis.zadd(SCHEDULED_KEY, {f"{cancelled}-1": 0})  # a stale entry survives
     later = datetime.now(UTC) + timedelta(hours=2)
     with app.app_context():
         db.session.execute(
@@ -210,7 +211,7 @@ def test_scheduler_releases_a_due_batch_in_one_tick(app, client, make_team, redi
         db.session.commit()
     _time.sleep(2.1)
     with app.app_context():
-        scheduler = scheduling.DispatchScheduler(
+        scheduler = transport_rq.DispatchScheduler(
             queue_name="dispatched", connection=redis, on_due=jobs.on_due
         )
         scheduler.enqueue_jobs()
@@ -219,9 +220,6 @@ def test_scheduler_releases_a_due_batch_in_one_tick(app, client, make_team, redi
     assert queued == {f"{job_id}-1" for job_id in ids[2:]}
     assert all(statuses[job_id] == "DISPATCHED" for job_id in ids[2:])
     assert statuses[cancelled] == "CANCELLED" and statuses[moved] == "QUEUED"
-    remaining = {
-        k.decode(): v
-        for k, v in redis.zrange("rq:scheduler:scheduled_jobs", 0, -1, withscores=True)
-    }
+    remaining = {k.decode(): v for k, v in redis.zrange(SCHEDULED_KEY, 0, -1, withscores=True)}
     assert list(remaining) == [f"{moved}-1"]
     assert remaining[f"{moved}-1"] == pytest.approx(later.timestamp(), abs=0.002)

@@ -10,6 +10,7 @@ import requests
 
 from dispatched.extensions import db
 from dispatched.models import Job
+from dispatched.transport_rq import SCHEDULED_KEY
 
 
 def dispatch(client, team, **body):
@@ -157,7 +158,7 @@ def test_cancel_and_patch_race_has_one_winner(app, client, live_server, make_tea
         # Redis agrees with the DB: a cancelled job has no entry left, a dispatched one is queued.
         queued = [x.decode() for x in redis.lrange("rq:queue:dispatched", 0, -1)]
         assert (f"{job_id}-1" in queued) == (final == "DISPATCHED")
-        assert redis.zscore("rq:scheduler:scheduled_jobs", f"{job_id}-1") is None
+        assert redis.zscore(SCHEDULED_KEY, f"{job_id}-1") is None
 
 
 def test_double_cancel_has_one_winner(live_server, client, make_team):

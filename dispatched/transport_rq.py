@@ -1,11 +1,10 @@
-"""The only code that talks to RQ and rq-scheduler.
+"""The rq-scheduler transport backend: the only code that talks to RQ and rq-scheduler.
 
-Callers ask for "deliver attempt N of job X now / at time T / never mind"; this module turns
-that into RQ jobs. Each attempt gets its own RQ job id ``<jobId>-<attemptNumber>`` so a retry
-scheduled while the previous attempt's RQ job is still finishing never collides with it.
-Tasks are enqueued by dotted name, so nothing here imports the task modules.
-
-Swapping rq-scheduler for RQ's built-in scheduler later means changing this file only.
+Implements the functions of ``transport`` (the seam callers use). "Deliver attempt N of job X
+now / at time T / never mind" becomes RQ jobs: each attempt gets its own RQ job id
+``<jobId>-<attemptNumber>`` so a retry scheduled while the previous attempt's RQ job is still
+finishing never collides with it. Tasks are enqueued by dotted name, so nothing here imports
+the task modules.
 """
 
 from __future__ import annotations
@@ -13,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, current_app
+from flask import current_app
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
@@ -26,7 +24,8 @@ from rq.job import Job as RQJob
 from rq.registry import StartedJobRegistry
 from rq_scheduler import Scheduler
 
-from . import clock
+from . import clock, redis_client
+from .transport import AttemptRef, OnDue, TransportUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -35,39 +34,28 @@ DELIVER_TASK = "dispatched.delivery.deliver"
 FAILURE_TTL = 7 * 24 * 3600
 
 
-class TransportUnavailable(Exception):
-    """Redis could not be reached; the DB still holds the job and the reconciler will retry."""
-
-
-def init_app(app: Flask) -> None:
-    """Create the app's Redis connection from ``REDIS_URL`` (no I/O happens here)."""
-    app.extensions["dispatched.redis"] = redis_from_url(app.config["REDIS_URL"])
-
-
-def redis_from_url(url: str) -> Redis:
-    """Return a raw (bytes) Redis client with short timeouts, as RQ needs."""
-    return Redis.from_url(
-        url,
-        socket_connect_timeout=1,
-        socket_timeout=5,
-        health_check_interval=30,
-        retry_on_timeout=False,
-    )
+#: rq-scheduler's sorted set of scheduled RQ job ids (score: the exact due time).
+SCHEDULED_KEY = Scheduler.scheduled_jobs_key
 
 
 def connection() -> Redis:
-    return current_app.extensions["dispatched.redis"]
+    return redis_client.connection()
 
 
 def queue_name() -> str:
     return current_app.config["DELIVERY_QUEUE"]
 
 
+#: RQ's hard limit on one delivery task is the plan's delivery timeout plus this: the wait for
+#: its time (≤ 2 s), connect (5 s), bookkeeping. It must stay below WORKER_LOST_GRACE's default
+#: (15 s) so RQ has stopped a stuck task before the reconciler calls its worker lost;
+#: ``config.check`` refuses a smaller WORKER_LOST_GRACE.
+RQ_TIMEOUT_MARGIN = 12
+
+
 def rq_timeout(delivery_timeout: int) -> int:
-    """RQ's hard limit on one delivery task: the wait for its time (≤ 2 s), connect (5 s), the
-    plan's delivery timeout, bookkeeping. It stays below delivery timeout + WORKER_LOST_GRACE
-    (default 15 s), so RQ has stopped a stuck task before the reconciler calls it lost."""
-    return delivery_timeout + 12
+    """RQ's hard limit on one delivery task (see RQ_TIMEOUT_MARGIN)."""
+    return delivery_timeout + RQ_TIMEOUT_MARGIN
 
 
 def rq_job_id(job_id: str, attempt: int) -> str:
@@ -134,7 +122,7 @@ def schedule_at(job_id: str, attempt: int, when: datetime, timeout: int) -> None
             queue_name=queue_name(),
             job_description=f"deliver {job_id} attempt {attempt}",
         )
-        scheduler.connection.zadd(Scheduler.scheduled_jobs_key, {rq_id: when.timestamp()})
+        scheduler.connection.zadd(SCHEDULED_KEY, {rq_id: when.timestamp()})
     except RedisError as exc:
         raise TransportUnavailable(str(exc)) from exc
 
@@ -156,26 +144,40 @@ def unschedule(job_id: str, attempt: int) -> None:
         raise TransportUnavailable(str(exc)) from exc
 
 
-def queue_depth() -> dict[str, int]:
+def scheduled_time(job_id: str, attempt: int) -> float | None:
+    """Unix time the attempt is scheduled for, or None."""
+    try:
+        return connection().zscore(SCHEDULED_KEY, rq_job_id(job_id, attempt))
+    except RedisError as exc:
+        raise TransportUnavailable(str(exc)) from exc
+
+
+def depth() -> dict[str, int]:
     """Attempts waiting in Redis: on the queue, scheduled for later, being worked on."""
     conn = connection()
     queue = _queue(conn)
     return {
         "queued": queue.count,
-        "scheduled": conn.zcard(Scheduler.scheduled_jobs_key),
+        "scheduled": conn.zcard(SCHEDULED_KEY),
         "started": StartedJobRegistry(queue=queue).count,
     }
 
 
-def held(attempts: list[tuple[str, int]]) -> set[tuple[str, int]]:
+def held(attempts: list[AttemptRef]) -> set[AttemptRef]:
     """Return which of ``attempts`` Redis holds (scheduled, queued or started), pipelined."""
-    conn = connection()
+    try:
+        return _held(connection(), attempts)
+    except RedisError as exc:
+        raise TransportUnavailable(str(exc)) from exc
+
+
+def _held(conn: Redis, attempts: list[AttemptRef]) -> set[AttemptRef]:
     queue = _queue(conn)
     rq_ids = [rq_job_id(job_id, n) for job_id, n in attempts]
     pipe = conn.pipeline(transaction=False)
     for rq_id in rq_ids:
         pipe.exists(RQJob.key_for(rq_id))
-        pipe.zscore(Scheduler.scheduled_jobs_key, rq_id)
+        pipe.zscore(SCHEDULED_KEY, rq_id)
     replies = pipe.execute()
     queued = {x.decode() for x in conn.lrange(queue.key, 0, -1)} if rq_ids else set()
     started = set(StartedJobRegistry(queue=queue).get_job_ids()) if rq_ids else set()
@@ -196,6 +198,13 @@ def ping() -> None:
         raise TransportUnavailable(str(exc)) from exc
 
 
+def run_scheduler(on_due: OnDue, interval: float, burst: bool = False) -> None:
+    """Run rq-scheduler's loop (DispatchScheduler) in this process until stopped."""
+    DispatchScheduler(
+        queue_name=queue_name(), connection=connection(), interval=interval, on_due=on_due
+    ).run(burst=burst)
+
+
 class DispatchScheduler(Scheduler):
     """rq-scheduler that asks the job service, in one batch per tick, before releasing due
     attempts.
@@ -208,7 +217,7 @@ class DispatchScheduler(Scheduler):
     def __init__(
         self,
         *args: Any,
-        on_due: Callable[[list[tuple[str, int]]], dict[tuple[str, int], bool | datetime]],
+        on_due: OnDue,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
