@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from . import clock
+from . import clock, plans
 from .extensions import db
 from .ids import random_base62
-from .models import ApiKey, Project, Team
+from .models import ApiKey, Project
 
 TOKEN_PREFIX = "disp_k1_"
 #: last_used_at is refreshed at most this often, so the hot path rarely writes.
@@ -51,9 +51,8 @@ def authenticate(token: str) -> Principal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     row = db.session.execute(
-        sa.select(ApiKey.id, ApiKey.project_id, ApiKey.last_used_at, Team.id, Team.plan)
-        .join(Project, Project.id == ApiKey.project_id)
-        .join(Team, Team.id == Project.team_id)
+        plans.select_with_plan(ApiKey.id, ApiKey.project_id, ApiKey.last_used_at, Project.team_id)
+        .join(ApiKey, ApiKey.project_id == Project.id)
         .where(ApiKey.token_hash == hash_token(token), ApiKey.revoked_at.is_(None))
     ).first()
     if row is None:

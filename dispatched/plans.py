@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import sqlalchemy as sa
 from flask import current_app
+
+from .extensions import db
+from .models import Project, Team
 
 
 @dataclass(frozen=True)
@@ -32,3 +37,27 @@ def get(name: str) -> Plan:
     table = current_app.config["PLANS"]
     limits = table.get(name) or table[current_app.config["DEFAULT_PLAN"]]
     return Plan(name=name if name in table else current_app.config["DEFAULT_PLAN"], **limits)
+
+
+def all_plans() -> list[Plan]:
+    """Return every configured plan."""
+    return [get(name) for name in names()]
+
+
+def select_with_plan(*columns: Any) -> sa.Select:
+    """``SELECT columns…, teams.plan FROM projects JOIN teams``: the one place a plan is found.
+
+    Callers join what they start from to ``Project`` (a job, a key) and read the plan's name as
+    the last column (``row.plan``); ``get(row.plan)`` turns it into limits.
+    """
+    return (
+        sa.select(*columns, Team.plan.label("plan"))
+        .select_from(Project)
+        .join(Team, Team.id == Project.team_id)
+    )
+
+
+def of_project(project_id: int) -> Plan:
+    """Return the plan of the team owning ``project_id``."""
+    name = db.session.execute(select_with_plan().where(Project.id == project_id)).scalar()
+    return get(name or "")

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from . import clock, jobs, plans, redis_client, transport
 from .extensions import db
-from .models import Job, JobStatus, Project, Team
+from .models import Job, JobStatus, Project
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,10 @@ def _rehand_missing(full: bool) -> dict[str, int]:
 def _fail_over_lost() -> dict[str, int]:
     now = clock.utcnow()
     grace = current_app.config["WORKER_LOST_GRACE"]
-    shortest = min(limits["delivery_timeout"] for limits in current_app.config["PLANS"].values())
+    shortest = min(plan.delivery_timeout for plan in plans.all_plans())
     rows = db.session.execute(
-        sa.select(Job.id, Job.attempts, Job.started_at, Team.plan)
-        .join(Project, Project.id == Job.project_id)
-        .join(Team, Team.id == Project.team_id)
+        plans.select_with_plan(Job.id, Job.attempts, Job.started_at)
+        .join(Job, Job.project_id == Project.id)
         .where(
             Job.status == JobStatus.STARTED,
             Job.started_at < now - timedelta(seconds=shortest + grace),

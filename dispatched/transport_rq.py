@@ -47,9 +47,9 @@ def queue_name() -> str:
 
 
 #: RQ's hard limit on one delivery task is the plan's delivery timeout plus this: the wait for
-#: its time (≤ 2 s), connect (5 s), bookkeeping. It must stay below WORKER_LOST_GRACE's default
-#: (15 s) so RQ has stopped a stuck task before the reconciler calls its worker lost;
-#: ``config.check`` refuses a smaller WORKER_LOST_GRACE.
+#: its time (≤ 2 s), connect (5 s), bookkeeping. With WORKER_LOST_GRACE's default (15 s) above
+#: it, RQ has stopped a stuck task before the reconciler calls its worker lost; a smaller grace
+#: (the tests use 1 s) only risks a duplicate delivery, never a wrong record (the CAS decides).
 RQ_TIMEOUT_MARGIN = 12
 
 

@@ -1,0 +1,90 @@
+"""Accepting jobs: quota, idempotency, the insert, then the hand-off to the transport."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from .. import clock, metrics, plans, usage
+from ..extensions import db
+from ..ids import new_id
+from ..job_input import DispatchInput
+from ..keys import Principal
+from ..models import Job
+from .handoff import enqueue, schedule
+from .transitions import S, set_fields
+
+
+def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
+    """Accept a job: count it against the quota, commit it, then hand it to Redis.
+
+    A job due now is created DISPATCHED (its time has come) in the same transaction, then
+    enqueued; a later one is created QUEUED and registered with the scheduler. Returns the job
+    and whether it was created (False: an idempotent repeat).
+
+    Raises:
+        LimitReached: the team's monthly quota is used up.
+    """
+    plan = plans.get(principal.plan)
+    now = clock.utcnow()
+    if data.idempotency_key:
+        existing = _find_idempotent(principal.project_id, data.idempotency_key, now)
+        if existing is not None:
+            return existing, False
+
+    due_now = data.schedule_for <= now
+    job = Job(
+        id=new_id("job"),
+        project_id=principal.project_id,
+        status=S.DISPATCHED if due_now else S.QUEUED,
+        dispatched_at=now if due_now else None,
+        payload=data.payload,
+        scheduled_for=data.schedule_for,
+        next_attempt_at=data.schedule_for,
+        max_retries=data.max_retries,
+        attempts=0,
+        retry_base=0,
+        idempotency_key=data.idempotency_key,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        db.session.add(job)
+        # INSERT first: the team's quota row is then locked only from its UPDATE to COMMIT,
+        # so concurrent dispatches of one team queue up for one round trip, not three.
+        db.session.flush()
+        usage.consume(principal.team_id, plan, now)
+        db.session.commit()
+    except IntegrityError:
+        # Another request with the same Idempotency-Key won the race: answer with its job.
+        db.session.rollback()
+        existing = _find_idempotent(principal.project_id, data.idempotency_key or "", now)
+        if existing is None:
+            raise
+        return existing, False
+    except BaseException:
+        db.session.rollback()
+        raise
+    if due_now:
+        enqueue(job.id, 1, plan.delivery_timeout)
+    else:
+        schedule(job.id, 1, data.schedule_for, plan.delivery_timeout)
+    metrics.count_job("dispatched")
+    return job, True
+
+
+def _find_idempotent(project_id: int, key: str, now: datetime) -> Job | None:
+    job = db.session.execute(
+        sa.select(Job).where(Job.project_id == project_id, Job.idempotency_key == key)
+    ).scalar_one_or_none()
+    if job is None:
+        return None
+    ttl = timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
+    if now - job.created_at < ttl:
+        return job
+    # The key expired: free it for the new job (the old job keeps everything else).
+    set_fields(job.id, idempotency_key=None)
+    return None

@@ -1,0 +1,124 @@
+"""The job state machine (DESIGN.md §4): the table of allowed transitions and the one
+compare-and-set through which every status write goes.
+
+Each write is ``UPDATE jobs SET status = :to, … WHERE id = :id AND status IN (:from…)
+[AND attempts = :n]``, so two racing actors (two cancels, a cancel and the scheduler, a worker
+and the reconciler) have exactly one winner; the loser sees rowcount 0. A transition that is
+not in ``TRANSITIONS`` raises ``InvalidTransition`` before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..clock import utcnow
+from ..extensions import db
+from ..models import Job, JobStatus
+
+S = JobStatus
+jobs_table = Job.__table__
+
+#: Every allowed (from, to) status change and why it happens. Creation is not a transition:
+#: a job is inserted QUEUED (or DISPATCHED when due now, its time having come).
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (S.QUEUED, S.DISPATCHED): "its time came: released to the transport",
+    (S.QUEUED, S.QUEUED): "rescheduled: the pending attempt moves to another time",
+    (S.QUEUED, S.CANCELLED): "cancelled by the user",
+    (S.DISPATCHED, S.STARTED): "a worker took the attempt: the HTTP request is in flight",
+    (S.DISPATCHED, S.QUEUED): "the attempt reached a worker before its time: handed back",
+    (S.STARTED, S.COMPLETED): "the endpoint answered 2xx",
+    (S.STARTED, S.QUEUED): "the attempt failed and retries are left",
+    (S.STARTED, S.FAILED): "the attempt failed with no retry left, or 410 Gone",
+    (S.FAILED, S.QUEUED): "replayed by the user with a fresh retry budget",
+}
+INITIAL = (S.QUEUED, S.DISPATCHED)
+
+
+class InvalidTransition(RuntimeError):
+    """A status write that the state machine does not allow (a bug, never user input)."""
+
+
+def check(from_statuses: Iterable[str], to_status: str) -> list[str]:
+    """Return ``from_statuses`` as a list, or raise InvalidTransition naming the bad pair."""
+    sources = list(from_statuses)
+    for source in sources:
+        if (source, to_status) not in TRANSITIONS:
+            raise InvalidTransition(f"job status {source} → {to_status} is not a transition")
+    if not sources:
+        raise InvalidTransition(f"no source status given for → {to_status}")
+    return sources
+
+
+def statement(
+    from_statuses: Iterable[str], to_status: str, *, at_attempts: int | None = None, **values: Any
+) -> sa.Update:
+    """Build the guarded UPDATE of one transition (callers add the job id condition)."""
+    sources = check(from_statuses, to_status)
+    stmt = sa.update(jobs_table).where(jobs_table.c.status.in_(sources))
+    if at_attempts is not None:
+        stmt = stmt.where(jobs_table.c.attempts == at_attempts)
+    values.setdefault("updated_at", utcnow())
+    return stmt.values(status=to_status, **values)
+
+
+def move(
+    job_id: str,
+    from_statuses: Iterable[str],
+    to_status: str,
+    *,
+    at_attempts: int | None = None,
+    commit: bool = True,
+    **values: Any,
+) -> bool:
+    """Move one job from one of ``from_statuses`` (with ``at_attempts`` attempts made, if given)
+    to ``to_status``, writing ``values`` too.
+
+    Returns whether this call won. With ``commit=False`` the caller owns the transaction (it
+    records more in it and commits or rolls back); otherwise it is committed here.
+    """
+    stmt = statement(from_statuses, to_status, at_attempts=at_attempts, **values)
+    try:
+        changed = db.session.execute(stmt.where(jobs_table.c.id == job_id)).rowcount
+        if commit:
+            db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    return changed == 1
+
+
+def move_many(
+    attempts: Sequence[tuple[str, int]], from_status: str, to_status: str, **values: Any
+) -> set[str]:
+    """Move every job of ``attempts`` (``(job_id, attempts made)`` pairs) that is still in
+    ``from_status`` at that count; return the ids that moved. The caller commits."""
+    moved: set[str] = set()
+    for start in range(0, len(attempts), 500):
+        chunk = attempts[start : start + 500]
+        stmt = statement([from_status], to_status, **values).where(
+            sa.tuple_(jobs_table.c.id, jobs_table.c.attempts).in_(list(chunk))
+        )
+        moved.update(db.session.execute(stmt.returning(jobs_table.c.id)).scalars())
+    return moved
+
+
+def set_fields(job_id: str, **values: Any) -> None:
+    """Write bookkeeping fields that are not a status (hand-off flag, idempotency key); commit."""
+    if "status" in values:
+        raise InvalidTransition("status changes go through move(), not set_fields()")
+    try:
+        db.session.execute(sa.update(jobs_table).where(jobs_table.c.id == job_id).values(**values))
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+def status_of(job_id: str) -> str | None:
+    """Return the job's current status straight from the database."""
+    return db.session.execute(
+        sa.select(jobs_table.c.status).where(jobs_table.c.id == job_id)
+    ).scalar()
