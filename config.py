@@ -49,6 +49,7 @@ DEFAULT_PLANS: dict[str, dict[str, int | None]] = {
         "retry_cap": 3,
         "payload_max_bytes": 10 * 1024,
         "delivery_timeout": 15,
+        "parallelism": 5,
     },
     "pro": {
         "rate_per_minute": 600,
@@ -56,6 +57,7 @@ DEFAULT_PLANS: dict[str, dict[str, int | None]] = {
         "retry_cap": 3,
         "payload_max_bytes": 10 * 1024,
         "delivery_timeout": 30,
+        "parallelism": 50,
     },
     "scale": {
         "rate_per_minute": 6_000,
@@ -63,6 +65,7 @@ DEFAULT_PLANS: dict[str, dict[str, int | None]] = {
         "retry_cap": 10,
         "payload_max_bytes": 64 * 1024,
         "delivery_timeout": 60,
+        "parallelism": 250,
     },
 }
 
@@ -116,11 +119,19 @@ class Config:
     RETRY_DELAYS = as_float_list(os.environ.get("RETRY_DELAYS"), [30, 120, 300])
     RETRY_MAX_DELAY = as_int(os.environ.get("RETRY_MAX_DELAY"), 3600)
     RETRY_JITTER = float(os.environ.get("RETRY_JITTER", "0.1"))
-    SCHEDULER_INTERVAL = float(os.environ.get("SCHEDULER_INTERVAL", "1"))
-    RECONCILE_INTERVAL = float(os.environ.get("RECONCILE_INTERVAL", "10"))
-    #: A STARTED job is declared "worker lost" after its plan's delivery timeout + this (s).
+    #: Longest sleep of the release loop (it also wakes for the earliest due attempt and at once
+    #: when a job is dispatched for now).
+    SCHEDULER_INTERVAL = float(os.environ.get("SCHEDULER_INTERVAL", "0.25"))
+    RECONCILE_INTERVAL = float(os.environ.get("RECONCILE_INTERVAL", "5"))
+    #: A STARTED job whose worker still heartbeats is declared lost after its plan's delivery
+    #: timeout + this (s): a stuck request, not a dead process.
     WORKER_LOST_GRACE = float(os.environ.get("WORKER_LOST_GRACE", "15"))
-    WORKER_CONCURRENCY = as_int(os.environ.get("WORKER_CONCURRENCY"), 4)
+    #: Seconds between a worker process's heartbeats; it is dead after 3 missed ones.
+    WORKER_HEARTBEAT = float(os.environ.get("WORKER_HEARTBEAT", "5"))
+    #: Worker processes started by ``python worker.py``.
+    WORKER_CONCURRENCY = as_int(os.environ.get("WORKER_CONCURRENCY"), 2)
+    #: Deliveries in flight at once in one worker process (threads).
+    DELIVERY_CONCURRENCY = as_int(os.environ.get("DELIVERY_CONCURRENCY"), 64)
     IDEMPOTENCY_TTL_HOURS = as_int(os.environ.get("IDEMPOTENCY_TTL_HOURS"), 24)
     MAX_SCHEDULE_DAYS = as_int(os.environ.get("MAX_SCHEDULE_DAYS"), 365)
     #: Hard cap on any request body; the per-plan payload limit is checked separately.

@@ -1,4 +1,4 @@
-"""The scheduler process: rq-scheduler at a 1 s interval, plus the reconciler.
+"""The scheduler process: the release loop (rq-scheduler), plus the reconciler.
 
 ``python scheduler.py``. Run as many as you like: rq-scheduler's lock keeps one releasing
 attempts and a Redis lock keeps one reconciling at a time.
@@ -43,7 +43,7 @@ def main() -> int:
             app.config["RECONCILE_INTERVAL"],
         )
         try:
-            transport.run_scheduler(jobs.on_due, app.config["SCHEDULER_INTERVAL"])
+            transport.run_scheduler(jobs.on_tick, app.config["SCHEDULER_INTERVAL"])
         finally:
             stop.set()
     return 0

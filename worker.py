@@ -1,7 +1,6 @@
-"""Delivery workers: ``python worker.py`` starts WORKER_CONCURRENCY RQ workers (default 4).
-
-Each is a separate process, so one slow webhook never blocks the others. SIGTERM/SIGINT
-stop them after their current delivery (RQ's warm shutdown).
+"""Delivery workers: ``python worker.py`` starts WORKER_CONCURRENCY worker processes (default
+2), each keeping up to DELIVERY_CONCURRENCY deliveries in flight (default 64) on its engine's
+threads. SIGTERM/SIGINT: stop taking work, let the deliveries in flight finish, exit.
 """
 
 from __future__ import annotations
@@ -21,7 +20,12 @@ def main() -> int:
     connection = redis_client.from_url(app.config["REDIS_URL"])
     queue = app.config["DELIVERY_QUEUE"]
     count = app.config["WORKER_CONCURRENCY"]
-    logging.getLogger(__name__).info("starting %d delivery workers on queue %r", count, queue)
+    logging.getLogger(__name__).info(
+        "starting %d delivery worker processes on queue %r, %d deliveries in flight each",
+        count,
+        queue,
+        app.config["DELIVERY_CONCURRENCY"],
+    )
     if count <= 1:
         DeliveryWorker([queue], connection=connection).work(logging_level=app.config["LOG_LEVEL"])
         return 0

@@ -1,73 +1,28 @@
-"""The delivery task run by RQ workers: load → CAS → sign → POST → record → next step.
+"""The delivery tasks run by RQ workers: hand released attempts to the process's engine.
 
-Enqueued by dotted name (``dispatched.delivery.deliver``) by the transport backend
-(``transport_rq``); it takes ids, never ORM objects, and loads fresh state. Every state change
-goes through ``jobs``.
+Enqueued by dotted name by the transport backend (``transport_rq``); they take ids, never ORM
+objects. The engine claims the attempts (one transaction), sends them on its threads and
+records the results; every state change goes through ``jobs``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-
-from flask import current_app
-
-from . import clock, jobs, metrics, outbound, signing
-
-logger = logging.getLogger(__name__)
+from . import engine
 
 
-def deliver(job_id: str, attempt: int) -> str:
-    """Deliver attempt ``attempt`` of ``job_id``; return what happened (for RQ's logs)."""
-    delivery = jobs.start_attempt(job_id, attempt)
-    if delivery is None:
-        return "dropped"
-    early = (delivery.not_before - clock.utcnow()).total_seconds()
-    if early > 0:  # at most MAX_EARLY_SECONDS: start_attempt hands back anything earlier
-        time.sleep(min(early, jobs.MAX_EARLY_SECONDS))
-    body = json.dumps(
-        {
-            "jobId": delivery.job_id,
-            "attemptId": delivery.attempt_id,
-            "attempt": delivery.attempt_id,
-            "attemptNumber": delivery.attempt_number,
-            "payload": delivery.payload,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode("utf-8")
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": outbound.USER_AGENT,
-        **signing.headers(
-            delivery.secrets, delivery.job_id, int(time.time()), body, bearer=delivery.bearer
-        ),
-    }
-    lateness = (clock.utcnow() - delivery.not_before).total_seconds()
-    if delivery.url:
-        result = outbound.post(
-            delivery.url,
-            body,
-            headers,
-            delivery.timeout,
-            current_app.config["ALLOW_PRIVATE_WEBHOOKS"],
+def deliver_batch(holder: str | None, attempts: list[list]) -> int:  # type: ignore[type-arg]
+    """Start the released ``attempts`` (``[job_id, attempt]`` pairs) ``holder`` handed over;
+    return how many were claimed (the rest were cancelled or re-released meanwhile)."""
+    refs = [(str(job_id), int(attempt)) for job_id, attempt in attempts]
+    running = engine.current()
+    if running is None:
+        raise RuntimeError(
+            "no delivery engine in this process: run deliveries with `python worker.py` or "
+            "`rq worker -w dispatched.rq_worker.DeliveryWorker`"
         )
-    else:
-        result = outbound.Result("error", 0, error="the project has no webhook URL configured")
-    status = jobs.finish_attempt(delivery, result)
-    metrics.observe_attempt(
-        result.outcome,
-        None if result.duration_ms is None else result.duration_ms / 1000,
-        lateness if attempt == 1 else None,
-    )
-    logger.info(
-        "job %s attempt %d → %s%s in %sms → %s",
-        job_id,
-        attempt,
-        result.outcome,
-        f" (HTTP {result.http_status})" if result.http_status else "",
-        result.duration_ms,
-        status or "superseded",
-    )
-    return status or "superseded"
+    return running.run(holder, refs)
+
+
+def deliver(job_id: str, attempt: int) -> int:
+    """An attempt enqueued by an older version (one RQ job per attempt, no holder)."""
+    return deliver_batch(None, [[job_id, attempt]])

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from redis.exceptions import RedisError
 
-from . import redis_client, transport
+from . import clock, redis_client, transport, workers
 from .extensions import db
-from .models import Job, JobStatus
+from .models import Job, JobStatus, ProjectFlow
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +28,19 @@ def count_job(event: str) -> None:
     _hincr({f"jobs_total|{event}": 1})
 
 
-def observe_attempt(outcome: str, seconds: float | None, lateness: float | None) -> None:
-    """Count a delivery attempt by outcome, with its latency and (first attempts) lateness."""
-    fields: dict[str, float] = {f"attempts_total|{outcome}": 1}
-    if seconds is not None:
-        fields.update(_histogram("latency", seconds, LATENCY_BUCKETS))
-    if lateness is not None:
-        fields.update(_histogram("lateness", max(lateness, 0.0), LATENESS_BUCKETS))
-    _hincr(fields)
+def observe_attempts(attempts: Iterable[tuple[str, float | None, float | None]]) -> None:
+    """Count delivery attempts ``(outcome, latency s, lateness s)`` in one Redis round trip."""
+    fields: dict[str, float] = {}
+    for outcome, seconds, lateness in attempts:
+        parts = {f"attempts_total|{outcome}": 1.0}
+        if seconds is not None:
+            parts.update(_histogram("latency", seconds, LATENCY_BUCKETS))
+        if lateness is not None:
+            parts.update(_histogram("lateness", max(lateness, 0.0), LATENESS_BUCKETS))
+        for field, amount in parts.items():
+            fields[field] = fields.get(field, 0) + amount
+    if fields:
+        _hincr(fields)
 
 
 def _histogram(name: str, value: float, buckets: Iterable[float]) -> dict[str, float]:
@@ -65,7 +70,7 @@ def render() -> str:
     try:
         raw = {k.decode(): float(v) for k, v in redis_client.connection().hgetall(KEY).items()}
         depth = transport.depth()
-    except RedisError:
+    except (RedisError, transport.TransportUnavailable):
         raw, depth = {}, None
 
     def counter(name: str, label: str, help_text: str, prefix: str) -> None:
@@ -97,7 +102,7 @@ def render() -> str:
     )
     histogram(
         "dispatched_schedule_lateness_seconds",
-        "First attempt start minus scheduled time.",
+        "Attempt start minus its due time (scheduled time, or retry time).",
         "lateness",
         LATENESS_BUCKETS,
     )
@@ -107,6 +112,27 @@ def render() -> str:
             "# TYPE dispatched_queue_depth gauge",
         ]
         lines += [f'dispatched_queue_depth{{place="{k}"}} {v}' for k, v in depth.items()]
+    lines += [
+        "# HELP dispatched_worker_in_flight Deliveries in flight per live worker process.",
+        "# TYPE dispatched_worker_in_flight gauge",
+    ]
+    for worker_id, in_flight, capacity in workers.load():
+        lines.append(f'dispatched_worker_in_flight{{worker="{worker_id}"}} {in_flight}')
+        lines.append(f'dispatched_worker_capacity{{worker="{worker_id}"}} {capacity}')
+    now = clock.utcnow()
+    flow_counts = db.session.execute(
+        sa.select(
+            sa.func.count().filter(ProjectFlow.effective.is_not(None)),
+            sa.func.count().filter(ProjectFlow.paused_until > now),
+            sa.func.count().filter(ProjectFlow.waiting.is_(True)),
+        )
+    ).one()
+    lines += [
+        "# HELP dispatched_projects Projects by flow-control state (DESIGN.md §9).",
+        "# TYPE dispatched_projects gauge",
+    ]
+    for state, value in zip(("throttled", "paused", "waiting"), flow_counts, strict=True):
+        lines.append(f'dispatched_projects{{state="{state}"}} {value}')
     counts = dict(
         db.session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status)).all()
     )

@@ -85,9 +85,55 @@ class Project(db.Model):
     previous_webhook_secret: Mapped[str | None] = mapped_column(sa.String(120))
     secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     send_bearer_secret: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    #: Flow control (DESIGN.md §9): None = the plan's cap / no rate limit.
+    parallelism: Mapped[int | None] = mapped_column(sa.Integer)
+    rate_per_second: Mapped[float | None] = mapped_column(sa.Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
     team: Mapped[Team] = relationship(back_populates="projects")
+
+
+class ProjectFlow(db.Model):
+    """A project's live delivery state: back-pressure, pause, rate tokens, waiting work.
+
+    Its row is also the lock that serializes releases of the project's attempts (every release
+    starts with an UPDATE of it), so the parallelism and rate caps hold across all processes.
+    """
+
+    __tablename__ = "project_flow"
+
+    project_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: Parallelism after back-pressure (halved by 429/503, +1 per 20 successes); None = setting.
+    effective: Mapped[int | None] = mapped_column(sa.Integer)
+    #: Successes in a row since the last 429/503 (or the last +1).
+    streak: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: Retry-After from the endpoint: no attempt of the project starts before this.
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Rate tokens (ratePerSecond): available now, as of ``tokens_at``.
+    tokens: Mapped[float] = mapped_column(sa.Float, default=1.0)
+    tokens_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Due attempts are waiting for a slot, a token or the end of a pause.
+    waiting: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: When a waiting project may release again (pause end, next token); None = when a slot frees.
+    wake_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+
+class WorkerProcess(db.Model):
+    """A live delivery worker process: its heartbeat and load (DESIGN.md §9)."""
+
+    __tablename__ = "worker_processes"
+
+    id: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    hostname: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int] = mapped_column(sa.Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    in_flight: Mapped[int] = mapped_column(sa.Integer, default=0)
+    capacity: Mapped[int] = mapped_column(sa.Integer, default=0)
+    stopping: Mapped[bool] = mapped_column(sa.Boolean, default=False)
 
 
 class ApiKey(db.Model):
@@ -115,6 +161,8 @@ class Job(db.Model):
         sa.Index("ix_jobs_project_status_created", "project_id", "status", "created_at", "id"),
         # The reconciler scans live jobs by status.
         sa.Index("ix_jobs_status_next_attempt", "status", "next_attempt_at"),
+        # Releasing a project's oldest due attempts, and counting its attempts in flight.
+        sa.Index("ix_jobs_project_status_next", "project_id", "status", "next_attempt_at"),
         sa.UniqueConstraint("project_id", "idempotency_key", name="uq_jobs_project_idem"),
     )
 
@@ -132,6 +180,9 @@ class Job(db.Model):
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
     #: Set when handing the job to Redis failed (Redis down); the reconciler retries it.
     needs_handoff: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: Who holds a DISPATCHED/STARTED attempt: ``rq:<RQ job id>`` while it waits in the RQ
+    #: queue, then the worker process id (``WorkerProcess.id``) that claimed it.
+    holder: Mapped[str | None] = mapped_column(sa.String(80))
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
@@ -160,6 +211,8 @@ class Attempt(db.Model):
     http_status: Mapped[int | None] = mapped_column(sa.Integer)
     response_excerpt: Mapped[str | None] = mapped_column(sa.Text)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    #: Due time → request start, in milliseconds.
+    lateness_ms: Mapped[int | None] = mapped_column(sa.Integer)
     #: success | http_error | timeout | connection_error | refused | worker_lost
     outcome: Mapped[str | None] = mapped_column(sa.String(32))
 

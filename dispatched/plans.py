@@ -20,6 +20,8 @@ class Plan:
     retry_cap: int
     payload_max_bytes: int
     delivery_timeout: int
+    #: Most attempts of one project DISPATCHED or STARTED at once (DESIGN.md §9).
+    parallelism: int = 250
 
     @property
     def rate_limit(self) -> str:

@@ -1,31 +1,68 @@
-"""The RQ worker class: runs delivery tasks inside a Flask app context.
+"""The RQ worker class: hands released attempts to the process's delivery engine.
 
 ``python worker.py`` runs a pool of these; operators may instead run
 ``rq worker -w dispatched.rq_worker.DeliveryWorker -u $REDIS_URL dispatched``.
 
-It is a ``SimpleWorker`` (no fork per job): delivery is I/O-bound and runs only our own code,
-and forking per job costs more than the job itself (see README, "Worker class").
+It is a ``SimpleWorker`` (no fork per job): the RQ job only claims a group of attempts and
+gives them to the engine's threads (see ``engine``), so one process keeps
+``DELIVERY_CONCURRENCY`` deliveries in flight. It takes the next RQ job only when the engine
+has room for a whole group, so idle processes on other nodes pick up the rest.
 """
 
 from __future__ import annotations
 
+import logging
+import signal
 from typing import Any
 
-from flask import has_app_context
+from flask import Flask, current_app, has_app_context
 from rq import SimpleWorker
+
+logger = logging.getLogger(__name__)
 
 
 class DeliveryWorker(SimpleWorker):
-    """A SimpleWorker that builds the app once per process and cleans the DB session per job."""
+    """A SimpleWorker that runs a DeliveryEngine and drains it on SIGTERM/SIGINT."""
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        kwargs["with_scheduler"] = False  # timed work is rq-scheduler's (DESIGN.md §1)
+        kwargs["with_scheduler"] = False  # timed release is the scheduler process's job
         if has_app_context():
-            return super().work(*args, **kwargs)
+            return self._work(current_app._get_current_object(), *args, **kwargs)  # type: ignore[attr-defined]
         from . import create_app
 
-        with create_app().app_context():
+        app = create_app()
+        with app.app_context():
+            return self._work(app, *args, **kwargs)
+
+    def _work(self, app: Flask, *args: Any, **kwargs: Any) -> bool:
+        from .engine import DeliveryEngine
+
+        self.engine = DeliveryEngine(app).start()
+        try:
             return super().work(*args, **kwargs)
+        finally:
+            # Warm shutdown: no new work was taken; let the deliveries in flight finish (up to
+            # the longest plan timeout). Further signals must not cut that short.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._ignore_while_draining)
+            longest = max(plan["delivery_timeout"] for plan in app.config["PLANS"].values())
+            self.engine.drain(timeout=longest + 10)
+
+    def _ignore_while_draining(self, signum: int, frame: Any) -> None:
+        logger.warning(
+            "worker %s: signal %s ignored while %d deliveries finish (SIGKILL forces it; the "
+            "reconciler then fails them over)",
+            self.name,
+            signum,
+            self.engine.in_flight,
+        )
+
+    def dequeue_job_and_maintain_ttl(self, timeout: Any, max_idle_time: Any = None) -> Any:
+        from .jobs.release import HAND_OVER_BATCH
+
+        while not self.engine.wait_for_room(HAND_OVER_BATCH, timeout=1.0):
+            self.heartbeat()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def perform_job(self, job: Any, queue: Any) -> bool:
         from .extensions import db

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 from collections.abc import Sequence
 
 SECRET_PREFIX = "whsec_"
@@ -40,3 +41,34 @@ def headers(
         # Compatibility with existing Dispatched receivers and the official SDK's verifier.
         result["Authorization"] = f"Bearer {secrets[0]}"
     return result
+
+
+def delivery_request(
+    secrets: Sequence[str],
+    msg_id: str,
+    attempt_id: str,
+    attempt_number: int,
+    payload: object,
+    *,
+    bearer: bool,
+    timestamp: int,
+    user_agent: str,
+) -> tuple[bytes, dict[str, str]]:
+    """Return the body and headers of one webhook delivery (DESIGN.md §6)."""
+    body = json.dumps(
+        {
+            "jobId": msg_id,
+            "attemptId": attempt_id,
+            "attempt": attempt_id,
+            "attemptNumber": attempt_number,
+            "payload": payload,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+    request_headers = {
+        "Content-Type": "application/json",
+        "User-Agent": user_agent,
+        **headers(secrets, msg_id, timestamp, body, bearer=bearer),
+    }
+    return body, request_headers

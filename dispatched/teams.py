@@ -12,7 +12,7 @@ from flask import current_app
 from . import keys, plans, webhooks
 from .errors import BadRequest, Conflict, NotFound
 from .extensions import db
-from .models import Project, Team, User
+from .models import Project, ProjectFlow, Team, User
 
 _hasher = PasswordHasher()
 
@@ -53,6 +53,7 @@ def create_project(team: Team, name: str, webhook_url: str | None = None) -> Pro
     )
     db.session.add(project)
     db.session.flush()
+    db.session.add(ProjectFlow(project_id=project.id))
     return project
 
 

@@ -1,13 +1,14 @@
-"""The transport seam: how a job's attempts travel from the database to a delivery worker.
+"""The transport seam: how attempts travel from the database to delivery workers.
 
 Services (``jobs``, the reconciler, metrics) call only the functions below; which engine
 carries the attempts is configuration (``TRANSPORT_BACKEND``, a key of ``BACKENDS``). The one
-backend today is ``rq-scheduler`` (``transport_rq``): RQ queues between nodes, rq-scheduler for
-timed release. Swapping it for RQ's built-in scheduler means one new module implementing these
+backend today is ``rq-scheduler`` (``transport_rq``): rq-scheduler's sorted set times the
+attempts, its lock keeps one release loop active, and RQ queues carry released attempts to the
+worker nodes. Swapping it for RQ's built-in scheduler means one new module implementing these
 functions, one ``BACKENDS`` entry and the setting; callers do not change.
 
 An attempt is named by ``(job_id, attempt_number)``. The database stays the source of truth:
-every function may raise ``TransportUnavailable`` and callers leave the job in SQL for the
+every function may raise ``TransportUnavailable``, and callers leave the job in SQL for the
 reconciler when it does.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import ModuleType
 
@@ -22,16 +24,31 @@ from flask import current_app
 
 #: An attempt: ``(job_id, attempt_number)``.
 AttemptRef = tuple[str, int]
-#: What the job service decides for a due attempt: True = released (QUEUED → DISPATCHED made,
-#: hand it to a worker), False = drop it, a datetime = hold it until then.
-Decision = bool | datetime
-OnDue = Callable[[list[AttemptRef]], dict[AttemptRef, Decision]]
+#: Attempts handed to one worker, under a holder name (``rq:<RQ job id>`` or None).
+Group = tuple[str | None, list[AttemptRef]]
 
 BACKENDS = {"rq-scheduler": "dispatched.transport_rq"}
 
 
 class TransportUnavailable(Exception):
     """The transport (Redis) could not be reached; the DB still holds the job."""
+
+
+@dataclass
+class Tick:
+    """What the job service decided in one pass of the release loop."""
+
+    #: Due scheduled attempts: True = taken (released, or left waiting in SQL), False = drop
+    #: (cancelled or superseded), a datetime = keep it scheduled, for then.
+    decisions: dict[AttemptRef, bool | datetime] = field(default_factory=dict)
+    #: Released attempts to hand to the workers.
+    groups: list[Group] = field(default_factory=list)
+    #: When the loop must look again at the latest (a project's pause or rate).
+    next_wake: datetime | None = None
+
+
+#: The release decision the loop calls: (due scheduled attempts, woken project ids) → Tick.
+OnTick = Callable[[list[AttemptRef], set[int]], Tick]
 
 
 def backend() -> ModuleType:
@@ -45,13 +62,24 @@ def backend() -> ModuleType:
         ) from None
 
 
+def hand_over(groups: list[Group], timeout: int) -> None:
+    """Give released attempts to the delivery workers (one worker per group)."""
+    if groups:
+        backend().hand_over(groups, timeout)
+
+
 def enqueue_now(job_id: str, attempt: int, timeout: int) -> None:
-    """Hand attempt ``attempt`` of ``job_id`` to the delivery workers now."""
-    backend().enqueue_now(job_id, attempt, timeout)
+    """Hand one DISPATCHED attempt (with no holder) to the workers: repair and tests."""
+    hand_over([(None, [(job_id, attempt)])], timeout)
+
+
+def wake(project_id: int) -> None:
+    """Tell the release loop the project has an attempt due now."""
+    backend().wake(project_id)
 
 
 def schedule_at(job_id: str, attempt: int, when: datetime, timeout: int) -> None:
-    """Have the scheduler offer the attempt to ``on_due`` at ``when`` (never before)."""
+    """Have the release loop offer the attempt at ``when`` (never before)."""
     backend().schedule_at(job_id, attempt, when, timeout)
 
 
@@ -66,8 +94,13 @@ def scheduled_time(job_id: str, attempt: int) -> float | None:
 
 
 def held(attempts: list[AttemptRef]) -> set[AttemptRef]:
-    """Return which of ``attempts`` the transport holds (scheduled, queued or being worked)."""
+    """Return which of ``attempts`` are scheduled in the transport."""
     return backend().held(attempts) if attempts else set()
+
+
+def live_holders(holders: list[str]) -> set[str]:
+    """Return which hand-over holders (``rq:…``) are still waiting for or inside a worker."""
+    return backend().live_holders(holders) if holders else set()
 
 
 def depth() -> dict[str, int]:
@@ -80,6 +113,6 @@ def ping() -> None:
     backend().ping()
 
 
-def run_scheduler(on_due: OnDue, interval: float, burst: bool = False) -> None:
-    """Run the release loop in this process: offer due attempts to ``on_due`` every tick."""
-    backend().run_scheduler(on_due, interval, burst=burst)
+def run_scheduler(on_tick: OnTick, interval: float, burst: bool = False) -> None:
+    """Run the release loop in this process until stopped."""
+    backend().run_scheduler(on_tick, interval, burst=burst)

@@ -1,10 +1,17 @@
 """The rq-scheduler transport backend: the only code that talks to RQ and rq-scheduler.
 
-Implements the functions of ``transport`` (the seam callers use). "Deliver attempt N of job X
-now / at time T / never mind" becomes RQ jobs: each attempt gets its own RQ job id
-``<jobId>-<attemptNumber>`` so a retry scheduled while the previous attempt's RQ job is still
-finishing never collides with it. Tasks are enqueued by dotted name, so nothing here imports
-the task modules.
+Implements the functions of ``transport`` (the seam callers use):
+
+- timed attempts are members ``<jobId>-<attempt>`` of rq-scheduler's sorted set, scored with
+  their exact due time (about 100 bytes each; no RQ job exists until they are released);
+- jobs dispatched for now push their project id on a wake list, so the loop releases them
+  within milliseconds instead of at its next tick;
+- the release loop is rq-scheduler's ``Scheduler`` (its lock keeps one active across
+  processes) with our ``run``: it sleeps until the earliest due attempt, a wake-up or
+  ``interval``, asks the job service what to release (``on_tick``), and hands each released
+  group to the workers as one RQ job ``dispatched.delivery.deliver_batch(holder, attempts)``.
+
+Tasks are enqueued by dotted name, so nothing here imports the task modules.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ import contextlib
 import logging
 import time
 from datetime import datetime
-from typing import Any
 
 from flask import current_app
 from redis import Redis
@@ -21,21 +27,26 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 from rq_scheduler import Scheduler
 
-from . import clock, redis_client
-from .transport import AttemptRef, OnDue, TransportUnavailable
+from . import redis_client
+from .ids import new_id
+from .transport import AttemptRef, Group, OnTick, TransportUnavailable
 
 logger = logging.getLogger(__name__)
 
-DELIVER_TASK = "dispatched.delivery.deliver"
+DELIVER_BATCH_TASK = "dispatched.delivery.deliver_batch"
+#: rq-scheduler's sorted set of timed attempts (score: the exact due time, Unix seconds).
+SCHEDULED_KEY = Scheduler.scheduled_jobs_key
+#: Project ids with an attempt due now (pushed by the API, popped by the release loop).
+WAKE_KEY = "dispatched:wake"
 #: Keep failed RQ jobs (a bug in the task, not a failed delivery) for a week for inspection.
 FAILURE_TTL = 7 * 24 * 3600
-
-
-#: rq-scheduler's sorted set of scheduled RQ job ids (score: the exact due time).
-SCHEDULED_KEY = Scheduler.scheduled_jobs_key
+#: RQ's limit on one hand-over task: it only claims its attempts and gives them to the
+#: worker's threads (the HTTP requests run after it returned), so it is short.
+HAND_OVER_TIMEOUT = 60
 
 
 def connection() -> Redis:
@@ -46,191 +57,156 @@ def queue_name() -> str:
     return current_app.config["DELIVERY_QUEUE"]
 
 
-#: RQ's hard limit on one delivery task is the plan's delivery timeout plus this: the wait for
-#: its time (≤ 2 s), connect (5 s), bookkeeping. With WORKER_LOST_GRACE's default (15 s) above
-#: it, RQ has stopped a stuck task before the reconciler calls its worker lost; a smaller grace
-#: (the tests use 1 s) only risks a duplicate delivery, never a wrong record (the CAS decides).
-RQ_TIMEOUT_MARGIN = 12
-
-
-def rq_timeout(delivery_timeout: int) -> int:
-    """RQ's hard limit on one delivery task (see RQ_TIMEOUT_MARGIN)."""
-    return delivery_timeout + RQ_TIMEOUT_MARGIN
-
-
 def rq_job_id(job_id: str, attempt: int) -> str:
     return f"{job_id}-{attempt}"
 
 
-def parse_rq_job_id(rq_id: str) -> tuple[str, int] | None:
+def parse_rq_job_id(rq_id: str) -> AttemptRef | None:
     """Split ``<jobId>-<attempt>`` back into its parts (None if it is not one of ours)."""
     job_id, _, attempt = rq_id.rpartition("-")
-    return (job_id, int(attempt)) if job_id and attempt.isdigit() else None
+    return (job_id, int(attempt)) if job_id.startswith("job_") and attempt.isdigit() else None
 
 
 def _queue(conn: Redis | None = None) -> Queue:
     return Queue(queue_name(), connection=conn or connection())
 
 
-def _scheduler(conn: Redis | None = None) -> Scheduler:
-    return Scheduler(queue_name=queue_name(), connection=conn or connection())
+def _unavailable(exc: RedisError) -> TransportUnavailable:
+    return TransportUnavailable(str(exc))
 
 
-def enqueue_now(job_id: str, attempt: int, timeout: int) -> None:
-    """Put attempt ``attempt`` of ``job_id`` on the delivery queue.
-
-    Raises:
-        TransportUnavailable: Redis is unreachable.
-    """
+def hand_over(groups: list[Group], timeout: int) -> None:
+    """Enqueue one RQ job per group, all in one pipeline."""
+    del timeout  # the HTTP timeout is the worker's business; the hand-over itself is short
     try:
-        _queue().enqueue(
-            DELIVER_TASK,
-            job_id,
-            attempt,
-            job_id=rq_job_id(job_id, attempt),
-            job_timeout=rq_timeout(timeout),
-            result_ttl=0,
-            failure_ttl=FAILURE_TTL,
-            description=f"deliver {job_id} attempt {attempt}",
-        )
+        queue = _queue()
+        datas = []
+        for holder, refs in groups:
+            rq_id = holder.removeprefix("rq:") if holder else new_id("hand")
+            datas.append(
+                Queue.prepare_data(
+                    DELIVER_BATCH_TASK,
+                    args=(holder, [list(ref) for ref in refs]),
+                    job_id=rq_id,
+                    timeout=HAND_OVER_TIMEOUT,
+                    result_ttl=0,
+                    failure_ttl=FAILURE_TTL,
+                    description=f"deliver {len(refs)} attempts",
+                )
+            )
+        queue.enqueue_many(datas)
     except RedisError as exc:
-        raise TransportUnavailable(str(exc)) from exc
+        raise _unavailable(exc) from exc
+
+
+def wake(project_id: int) -> None:
+    try:
+        connection().lpush(WAKE_KEY, project_id)
+    except RedisError as exc:
+        raise _unavailable(exc) from exc
 
 
 def schedule_at(job_id: str, attempt: int, when: datetime, timeout: int) -> None:
-    """Register attempt ``attempt`` of ``job_id`` with rq-scheduler for ``when``.
-
-    rq-scheduler itself keeps whole seconds (``to_unix``); the score is rewritten with the exact
-    time, so DispatchScheduler — which reads scores as floats — releases an attempt at its time,
-    never before, and as soon after it as its tick interval allows.
-
-    Raises:
-        TransportUnavailable: Redis is unreachable.
-    """
+    """Put the attempt in rq-scheduler's sorted set at its exact time."""
+    del timeout
     try:
-        scheduler = _scheduler()
-        rq_id = rq_job_id(job_id, attempt)
-        scheduler.cancel(rq_id)
-        scheduler.enqueue_at(
-            clock.ceil_second(when),
-            DELIVER_TASK,
-            job_id,
-            attempt,
-            job_id=rq_id,
-            timeout=rq_timeout(timeout),
-            job_result_ttl=0,
-            queue_name=queue_name(),
-            job_description=f"deliver {job_id} attempt {attempt}",
-        )
-        scheduler.connection.zadd(SCHEDULED_KEY, {rq_id: when.timestamp()})
+        connection().zadd(SCHEDULED_KEY, {rq_job_id(job_id, attempt): when.timestamp()})
     except RedisError as exc:
-        raise TransportUnavailable(str(exc)) from exc
+        raise _unavailable(exc) from exc
 
 
 def unschedule(job_id: str, attempt: int) -> None:
-    """Remove attempt ``attempt`` of ``job_id`` from rq-scheduler and the queue, if present.
-
-    Raises:
-        TransportUnavailable: Redis is unreachable.
-    """
+    """Remove the attempt from the sorted set (and any RQ job an older version made for it)."""
     rq_id = rq_job_id(job_id, attempt)
     try:
         conn = connection()
-        _scheduler(conn).cancel(rq_id)
+        conn.zrem(SCHEDULED_KEY, rq_id)
         _queue(conn).remove(rq_id)
         with contextlib.suppress(NoSuchJobError):
             RQJob.fetch(rq_id, connection=conn).delete(remove_from_queue=False)
     except RedisError as exc:
-        raise TransportUnavailable(str(exc)) from exc
+        raise _unavailable(exc) from exc
 
 
 def scheduled_time(job_id: str, attempt: int) -> float | None:
-    """Unix time the attempt is scheduled for, or None."""
     try:
         return connection().zscore(SCHEDULED_KEY, rq_job_id(job_id, attempt))
     except RedisError as exc:
-        raise TransportUnavailable(str(exc)) from exc
-
-
-def depth() -> dict[str, int]:
-    """Attempts waiting in Redis: on the queue, scheduled for later, being worked on."""
-    conn = connection()
-    queue = _queue(conn)
-    return {
-        "queued": queue.count,
-        "scheduled": conn.zcard(SCHEDULED_KEY),
-        "started": StartedJobRegistry(queue=queue).count,
-    }
+        raise _unavailable(exc) from exc
 
 
 def held(attempts: list[AttemptRef]) -> set[AttemptRef]:
-    """Return which of ``attempts`` Redis holds (scheduled, queued or started), pipelined."""
+    """Which attempts are in the sorted set (pipelined)."""
     try:
-        return _held(connection(), attempts)
+        pipe = connection().pipeline(transaction=False)
+        for job_id, attempt in attempts:
+            pipe.zscore(SCHEDULED_KEY, rq_job_id(job_id, attempt))
+        scores = pipe.execute()
     except RedisError as exc:
-        raise TransportUnavailable(str(exc)) from exc
+        raise _unavailable(exc) from exc
+    return {ref for ref, score in zip(attempts, scores, strict=True) if score is not None}
 
 
-def _held(conn: Redis, attempts: list[AttemptRef]) -> set[AttemptRef]:
-    queue = _queue(conn)
-    rq_ids = [rq_job_id(job_id, n) for job_id, n in attempts]
-    pipe = conn.pipeline(transaction=False)
-    for rq_id in rq_ids:
-        pipe.exists(RQJob.key_for(rq_id))
-        pipe.zscore(SCHEDULED_KEY, rq_id)
-    replies = pipe.execute()
-    queued = {x.decode() for x in conn.lrange(queue.key, 0, -1)} if rq_ids else set()
-    started = set(StartedJobRegistry(queue=queue).get_job_ids()) if rq_ids else set()
-    result = set()
-    for index, pair in enumerate(attempts):
-        exists, score = replies[2 * index], replies[2 * index + 1]
-        rq_id = rq_ids[index]
-        if exists and (score is not None or rq_id in queued or rq_id in started):
-            result.add(pair)
-    return result
+def live_holders(holders: list[str]) -> set[str]:
+    """Holders whose RQ job is still queued or running (its hash says so)."""
+    try:
+        pipe = connection().pipeline(transaction=False)
+        for holder in holders:
+            pipe.hget(RQJob.key_for(holder.removeprefix("rq:")), "status")
+        statuses = pipe.execute()
+    except RedisError as exc:
+        raise _unavailable(exc) from exc
+    alive = {RQStatus.QUEUED.value.encode(), RQStatus.STARTED.value.encode()}
+    return {holder for holder, status in zip(holders, statuses, strict=True) if status in alive}
+
+
+def depth() -> dict[str, int]:
+    """Hand-over jobs waiting and running, attempts scheduled for later."""
+    try:
+        conn = connection()
+        queue = _queue(conn)
+        return {
+            "queued": queue.count,
+            "scheduled": conn.zcard(SCHEDULED_KEY),
+            "started": StartedJobRegistry(queue=queue).count,
+        }
+    except RedisError as exc:
+        raise _unavailable(exc) from exc
 
 
 def ping() -> None:
-    """Raise TransportUnavailable unless Redis answers."""
     try:
         connection().ping()
     except RedisError as exc:
-        raise TransportUnavailable(str(exc)) from exc
+        raise _unavailable(exc) from exc
 
 
-def run_scheduler(on_due: OnDue, interval: float, burst: bool = False) -> None:
-    """Run rq-scheduler's loop (DispatchScheduler) in this process until stopped."""
-    DispatchScheduler(
-        queue_name=queue_name(), connection=connection(), interval=interval, on_due=on_due
+def run_scheduler(on_tick: OnTick, interval: float, burst: bool = False) -> None:
+    """Run the release loop (ReleaseScheduler) in this process until stopped."""
+    ReleaseScheduler(
+        queue_name=queue_name(), connection=connection(), interval=interval, on_tick=on_tick
     ).run(burst=burst)
 
 
-class DispatchScheduler(Scheduler):
-    """rq-scheduler that asks the job service, in one batch per tick, before releasing due
-    attempts.
+class ReleaseScheduler(Scheduler):
+    """rq-scheduler's Scheduler with an event-driven loop that releases through the job service.
 
-    ``on_due([(job_id, attempt), ...])`` maps each to True to release it to the queue (the
-    service made the QUEUED→DISPATCHED transition), False to drop it (cancelled, superseded),
-    or a datetime to hold it until then (the job was rescheduled later than Redis knew).
+    Each pass: pop the wake list, read the due members of the sorted set, ask ``on_tick`` (one
+    DB decision for all of them), then in one pipeline drop/keep the sorted-set members and
+    enqueue the released groups. Between passes it blocks on the wake list until the earliest
+    due attempt, the service's ``next_wake`` or ``interval``, whichever comes first.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        on_due: OnDue,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, **kwargs)
-        self._on_due = on_due
+    def __init__(self, *args: object, on_tick: OnTick, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._on_tick = on_tick
+        self._next_wake: float | None = None
 
     def run(self, burst: bool = False) -> None:
-        """Like rq-scheduler's loop, but woken on a fixed grid of ``interval`` (1 s by default:
-        just after each whole second), and surviving Redis outages (it waits for Redis instead
-        of exiting). Scores are exact times, so an attempt is released at the first tick after
-        its time: at most one interval late, never early.
-        """
+        """Loop until SIGTERM/SIGINT; survive Redis outages (wait for Redis, never exit)."""
         self._install_signal_handlers()
         registered = False
+        woken: set[int] = self._drain_wakes() if burst else set()
         try:
             while True:
                 try:
@@ -240,73 +216,69 @@ class DispatchScheduler(Scheduler):
                     self.heartbeat()
                     if self.acquire_lock():
                         try:
-                            self.enqueue_jobs()
+                            self.release(woken)
                         finally:
                             self.remove_lock()
+                        woken = set()
                         if burst:
                             break
+                    woken |= self._wait()
                 except RedisError as exc:
                     logger.warning("scheduler: Redis unreachable (%s); retrying in 1 s", exc)
                     time.sleep(1)
-                    continue
-                interval = max(float(self._interval), 0.05)
-                time.sleep(interval - (time.time() % interval) + 0.005)
         finally:
             with contextlib.suppress(RedisError):
                 self.remove_lock()
                 self.register_death()
 
-    def enqueue_jobs(self) -> list[str]:
-        """Release every due attempt: one DB decision for all of them, then the enqueues."""
+    def _wait(self) -> set[int]:
+        """Block until something may be due; return the project ids that were woken."""
         now = time.time()
-        due_ids = [
-            x.decode() for x in self.connection.zrangebyscore(self.scheduled_jobs_key, 0, now)
-        ]
+        until = now + max(float(self._interval), 0.01)
+        first = self.connection.zrange(SCHEDULED_KEY, 0, 0, withscores=True)
+        if first:
+            until = min(until, first[0][1])
+        if self._next_wake is not None:
+            until = min(until, self._next_wake)
+        woken: set[int] = set()
+        if until > now:
+            popped = self.connection.brpop([WAKE_KEY], timeout=max(until - now, 0.001))
+            if popped:
+                woken.add(int(popped[1]))
+        return woken | self._drain_wakes()
+
+    def _drain_wakes(self) -> set[int]:
+        return {int(x) for x in self.connection.rpop(WAKE_KEY, 1000) or []}
+
+    def release(self, woken: set[int]) -> None:
+        """One pass: decide on due attempts and woken projects, then apply it in Redis."""
+        now = time.time()
+        due_ids = [x.decode() for x in self.connection.zrangebyscore(SCHEDULED_KEY, 0, now)]
         ours = {rq_id: parse_rq_job_id(rq_id) for rq_id in due_ids}
-        for rq_id in (rq_id for rq_id, parsed in ours.items() if parsed is None):
-            job = (
-                RQJob.fetch(rq_id, connection=self.connection)
-                if RQJob.exists(rq_id, self.connection)
-                else None
-            )
-            if job is None:
-                self.connection.zrem(self.scheduled_jobs_key, rq_id)
-            else:
-                super().enqueue_job(job)  # not a delivery attempt: plain rq-scheduler behaviour
-        attempts = {parsed: rq_id for rq_id, parsed in ours.items() if parsed is not None}
-        if not attempts:
-            return due_ids
+        for rq_id in (rq_id for rq_id, ref in ours.items() if ref is None):
+            self._plain_rq_scheduler(rq_id)
+        attempts = {ref: rq_id for rq_id, ref in ours.items() if ref is not None}
         try:
-            decisions = self._on_due(list(attempts))
+            tick = self._on_tick(list(attempts), woken)
         except Exception:
-            # Leave them scheduled: the next tick tries again (e.g. the DB was briefly down).
-            logger.exception(
-                "could not decide on %d due attempts; retrying next tick", len(attempts)
-            )
-            return []
-        released = [attempts[key] for key, decision in decisions.items() if decision is True]
-        jobs = dict(
-            zip(released, RQJob.fetch_many(released, connection=self.connection), strict=True)
-        )
-        queue = Queue(self.queue_name, connection=self.connection)
+            # Leave everything in place: the next pass tries again (e.g. the DB was down).
+            logger.exception("could not release %d due attempts; retrying", len(attempts))
+            self._next_wake = now + 1
+            return
+        self._next_wake = tick.next_wake.timestamp() if tick.next_wake else None
         pipe = self.connection.pipeline()
-        for key, decision in decisions.items():
-            rq_id = attempts[key]
-            if decision is True:
-                if jobs[rq_id] is None:
-                    # Its RQ job vanished (Redis lost it): the job is DISPATCHED in the DB and
-                    # the reconciler re-enqueues DISPATCHED jobs that Redis does not hold.
-                    logger.warning("due attempt %s has no RQ job; left to the reconciler", rq_id)
-                else:
-                    # One pipelined round trip per job inside RQ (it WATCHes for dependencies,
-                    # so it cannot share our pipeline).
-                    queue.enqueue_job(jobs[rq_id])
-                pipe.zrem(self.scheduled_jobs_key, rq_id)
-            elif decision is False:
-                # Only leave the schedule: the RQ job hash may belong to a copy another actor
-                # (a PATCH to now, the reconciler) has just queued under the same id.
-                pipe.zrem(self.scheduled_jobs_key, rq_id)
+        for ref, decision in tick.decisions.items():
+            if isinstance(decision, datetime):
+                pipe.zadd(SCHEDULED_KEY, {attempts[ref]: decision.timestamp()})
             else:
-                pipe.zadd(self.scheduled_jobs_key, {rq_id: decision.timestamp()})
+                pipe.zrem(SCHEDULED_KEY, attempts[ref])
         pipe.execute()
-        return due_ids
+        if tick.groups:
+            hand_over(tick.groups, 0)
+
+    def _plain_rq_scheduler(self, rq_id: str) -> None:
+        """A member that is not an attempt: rq-scheduler's own behaviour."""
+        if RQJob.exists(rq_id, self.connection):
+            super().enqueue_job(RQJob.fetch(rq_id, connection=self.connection))
+        else:
+            self.connection.zrem(SCHEDULED_KEY, rq_id)

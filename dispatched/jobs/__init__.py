@@ -4,8 +4,9 @@
 - ``queries``: reading jobs, pages and attempt logs;
 - ``intake``: accepting a job (quota, idempotency, insert, hand-off);
 - ``actions``: what users do (cancel, reschedule, replay);
-- ``handoff``: handing attempts to the transport and releasing due ones;
-- ``attempts``: starting and concluding a delivery attempt, failing over lost workers.
+- ``handoff``: handing attempts to the transport, and the release loop's decision;
+- ``release``: releasing due attempts under each project's flow control;
+- ``attempts``: claiming and concluding batches of attempts, failing over lost workers.
 
 Callers use the names re-exported here (``jobs.create``, ``jobs.cancel``, …).
 """
@@ -13,28 +14,41 @@ Callers use the names re-exported here (``jobs.create``, ``jobs.cancel``, …).
 from __future__ import annotations
 
 from .actions import cancel, replay, reschedule
-from .attempts import MAX_EARLY_SECONDS, Delivery, fail_over_lost, finish_attempt, start_attempt
-from .handoff import mark_dispatched, on_due, rehand
+from .attempts import (
+    MAX_EARLY_SECONDS,
+    Delivery,
+    Finished,
+    claim,
+    conclude,
+    fail_over_lost,
+    hand_back_dispatched,
+)
+from .handoff import clear_handoff_flag, mark_dispatched, on_tick, rehand
 from .intake import create
 from .queries import attempts_of, get, list_jobs
+from .release import release
 from .transitions import TRANSITIONS, InvalidTransition
 
 __all__ = [
     "MAX_EARLY_SECONDS",
     "TRANSITIONS",
     "Delivery",
+    "Finished",
     "InvalidTransition",
     "attempts_of",
     "cancel",
+    "claim",
+    "clear_handoff_flag",
+    "conclude",
     "create",
     "fail_over_lost",
-    "finish_attempt",
     "get",
+    "hand_back_dispatched",
     "list_jobs",
     "mark_dispatched",
-    "on_due",
+    "on_tick",
     "rehand",
+    "release",
     "replay",
     "reschedule",
-    "start_attempt",
 ]

@@ -7,7 +7,7 @@ from datetime import datetime
 from .. import clock, metrics, plans
 from ..errors import Conflict
 from ..models import Job
-from .handoff import enqueue, forget, hand_over, schedule
+from .handoff import forget, hand_over, schedule, wake
 from .queries import get, reload
 from .transitions import S, move, status_of
 
@@ -43,15 +43,14 @@ def reschedule(project_id: int, job_id: str, when: datetime) -> Job:
         if not move(
             job.id,
             [S.QUEUED],
-            S.DISPATCHED,
+            S.QUEUED,
             at_attempts=job.attempts,
             scheduled_for=now,
             next_attempt_at=now,
-            dispatched_at=now,
         ):
             raise _not_queued(job.id)
         forget(job.id, attempt)
-        enqueue(job.id, attempt, timeout)
+        wake(job.id, project_id)
         return reload(job)
     if not move(
         job.id,
@@ -86,7 +85,7 @@ def replay(project_id: int, job_id: str) -> Job:
         raise Conflict("Job is not in FAILED status", jobId=job.id, status=job.status)
     job = reload(job)
     timeout = plans.of_project(project_id).delivery_timeout
-    hand_over(job.id, job.next_attempt_number, now, timeout)
+    hand_over(job.id, job.next_attempt_number, project_id, now, timeout)
     metrics.count_job("replayed")
     return reload(job)
 

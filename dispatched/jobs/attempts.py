@@ -1,9 +1,10 @@
-"""The life of one delivery attempt: start it (DISPATCHED → STARTED), conclude it (COMPLETED,
-a retry, or FAILED), or fail it over when its worker died."""
+"""The life of delivery attempts: claim a batch (DISPATCHED → STARTED), conclude a batch
+(COMPLETED, a retry, or FAILED), fail over attempts whose worker died, hand back early ones."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,28 +12,31 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import clock, metrics, plans, retry, webhooks
+from .. import clock, flow, metrics, plans, retry, webhooks
 from ..extensions import db
 from ..ids import new_id
-from ..models import Attempt, Job, Project
+from ..models import Attempt, Job, Project, ProjectFlow
 from ..outbound import Result
 from .handoff import schedule
-from .transitions import S, move
+from .release import lock_flow, save_flow, settings_of
+from .transitions import S, jobs_table, move, move_many
 
 logger = logging.getLogger(__name__)
 
 #: An attempt reaching a worker up to this early waits it out; earlier goes back to the scheduler.
 MAX_EARLY_SECONDS = 2.0
 attempts_table = Attempt.__table__
+Ref = tuple[str, int]
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """Everything the delivery task needs to send one attempt and conclude it."""
+    """Everything a delivery thread needs to send one attempt and conclude it."""
 
     job_id: str
     attempt_id: str
     attempt_number: int
+    project_id: int
     payload: Any
     url: str | None
     secrets: tuple[str, ...]
@@ -43,20 +47,34 @@ class Delivery:
     max_retries: int
 
 
-def start_attempt(job_id: str, attempt: int) -> Delivery | None:
-    """DISPATCHED → STARTED for ``attempt`` and open its Attempt row; None = drop the RQ job.
+@dataclass(frozen=True)
+class Finished:
+    """A sent attempt: its delivery, what the endpoint did, and how late it started."""
 
-    A cancelled, already-delivered or superseded job fails the CAS and is never sent.
-    """
-    row = db.session.execute(
+    delivery: Delivery
+    result: Result
+    lateness_ms: int | None = None
+
+
+def claim(holder: str | None, refs: list[Ref], worker_id: str) -> list[Delivery]:
+    """DISPATCHED → STARTED for the attempts ``holder`` still holds, in one transaction, with
+    their Attempt rows; the worker ``worker_id`` now holds them. Cancelled, superseded or
+    re-released attempts fail the guard and are never sent; early ones are handed back."""
+    if not refs:
+        return []
+    wanted = dict(refs)
+    rows = db.session.execute(
         plans.select_with_plan(
+            Job.id,
             Job.status,
             Job.attempts,
+            Job.holder,
             Job.payload,
             Job.next_attempt_at,
             Job.scheduled_for,
             Job.retry_base,
             Job.max_retries,
+            Project.id.label("project_id"),
             Project.webhook_url,
             Project.webhook_secret,
             Project.previous_webhook_secret,
@@ -64,90 +82,224 @@ def start_attempt(job_id: str, attempt: int) -> Delivery | None:
             Project.send_bearer_secret,
         )
         .join(Job, Job.project_id == Project.id)
-        .where(Job.id == job_id)
-    ).first()
-    if row is None or row.status != S.DISPATCHED or row.attempts != attempt - 1:
-        db.session.rollback()
-        logger.info(
-            "job %s attempt %d dropped: job is %s",
-            job_id,
-            attempt,
-            f"{row.status} after {row.attempts} attempts" if row else "gone",
-        )
-        return None
+        .where(Job.id.in_(list(wanted)))
+    ).all()
     now = clock.utcnow()
-    timeout = plans.get(row.plan).delivery_timeout
-    due = row.next_attempt_at or row.scheduled_for
-    if (due - now).total_seconds() > MAX_EARLY_SECONDS:
-        # Never deliver before the time: hand it back to the scheduler (defensive; the
-        # scheduler checks the DB before releasing, so this means a stale Redis entry).
-        db.session.rollback()
-        logger.warning(
-            "job %s attempt %d reached a worker %.1fs early; rescheduled",
-            job_id,
-            attempt,
-            (due - now).total_seconds(),
-        )
-        if move(job_id, [S.DISPATCHED], S.QUEUED, at_attempts=attempt - 1, next_attempt_at=due):
-            schedule(job_id, attempt, due, timeout)
-        return None
-    attempt_id = new_id("att")
-    try:
-        if not move(
-            job_id,
-            [S.DISPATCHED],
-            S.STARTED,
-            at_attempts=attempt - 1,
-            commit=False,
-            attempts=attempt,
-            started_at=now,
-            updated_at=now,
-        ):
-            db.session.rollback()
-            return None
-        db.session.execute(
-            sa.insert(attempts_table).values(
-                id=attempt_id, job_id=job_id, number=attempt, started_at=now
+    live, early = [], []
+    for row in rows:
+        if row.status != S.DISPATCHED or row.attempts != wanted[row.id] - 1 or row.holder != holder:
+            logger.info(
+                "job %s attempt %d dropped: job is %s after %d attempts",
+                row.id,
+                wanted[row.id],
+                row.status,
+                row.attempts,
             )
+            continue
+        due = row.next_attempt_at or row.scheduled_for
+        (early if (due - now).total_seconds() > MAX_EARLY_SECONDS else live).append(row)
+    deliveries: list[Delivery] = []
+    try:
+        moved = move_many(
+            [(row.id, row.attempts) for row in live],
+            S.DISPATCHED,
+            S.STARTED,
+            guard={"holder": holder},
+            attempts=jobs_table.c.attempts + 1,
+            started_at=now,
+            holder=worker_id,
+            updated_at=now,
         )
+        for row in (row for row in live if row.id in moved):
+            deliveries.append(
+                Delivery(
+                    job_id=row.id,
+                    attempt_id=new_id("att"),
+                    attempt_number=row.attempts + 1,
+                    project_id=row.project_id,
+                    payload=row.payload,
+                    url=row.webhook_url,
+                    secrets=webhooks.live_secrets(row, now),
+                    bearer=row.send_bearer_secret,
+                    timeout=plans.get(row.plan).delivery_timeout,
+                    not_before=row.next_attempt_at or row.scheduled_for,
+                    retry_base=row.retry_base,
+                    max_retries=row.max_retries,
+                )
+            )
+        if deliveries:
+            db.session.execute(
+                sa.insert(attempts_table),
+                [
+                    dict(id=d.attempt_id, job_id=d.job_id, number=d.attempt_number, started_at=now)
+                    for d in deliveries
+                ],
+            )
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
-    return Delivery(
-        job_id=job_id,
-        attempt_id=attempt_id,
-        attempt_number=attempt,
-        payload=row.payload,
-        url=row.webhook_url,
-        secrets=webhooks.live_secrets(row, now),
-        bearer=row.send_bearer_secret,
-        timeout=timeout,
-        not_before=due,
-        retry_base=row.retry_base,
-        max_retries=row.max_retries,
+    for row in early:
+        _hand_back(row.id, row.attempts, holder, row.next_attempt_at or row.scheduled_for, row.plan)
+    return deliveries
+
+
+def _hand_back(job_id: str, attempts: int, holder: str | None, due: datetime, plan: str) -> None:
+    """DISPATCHED → QUEUED: the attempt reached a worker before its time; schedule it again."""
+    logger.warning(
+        "job %s attempt %d reached a worker %.1fs early; rescheduled",
+        job_id,
+        attempts + 1,
+        (due - clock.utcnow()).total_seconds(),
     )
+    if move(
+        job_id,
+        [S.DISPATCHED],
+        S.QUEUED,
+        at_attempts=attempts,
+        guard={"holder": holder},
+        next_attempt_at=due,
+        holder=None,
+    ):
+        schedule(job_id, attempts + 1, due, plans.get(plan).delivery_timeout)
 
 
-def finish_attempt(delivery: Delivery, result: Result) -> str | None:
-    """Record an attempt's result and move the job on: COMPLETED, QUEUED (retry) or FAILED.
-
-    Returns the new status, or None if the job was no longer this attempt's (the reconciler
-    declared the worker lost meanwhile); then nothing is written.
-    """
-    return _conclude(
-        delivery.job_id,
-        delivery.attempt_number,
-        delivery.attempt_id,
-        result,
-        delivery.retry_base,
-        delivery.max_retries,
-        delivery.timeout,
+def _decide(
+    attempt: int, retry_base: int, max_retries: int, result: Result, now: datetime
+) -> tuple[str, dict[str, Any]]:
+    """The job's next status after an attempt, and the columns that go with it."""
+    if result.ok:
+        return S.COMPLETED, dict(completed_at=now, next_attempt_at=None, last_error=None)
+    if result.outcome == "gone" or attempt - retry_base > max_retries:
+        return S.FAILED, dict(next_attempt_at=None, last_error=result.error)
+    config = current_app.config
+    wait = retry.delay(
+        attempt - retry_base,
+        config["RETRY_DELAYS"],
+        config["RETRY_MAX_DELAY"],
+        config["RETRY_JITTER"],
+        result.retry_after,
     )
+    return S.QUEUED, dict(next_attempt_at=now + timedelta(seconds=wait), last_error=result.error)
 
 
-def fail_over_lost(job_id: str, attempt: int, after_seconds: float) -> str | None:
-    """STARTED for too long: the worker died. Count a failed "worker_lost" attempt, then retry."""
+def conclude(finished: list[Finished]) -> dict[str, str | None]:
+    """Record a batch of attempts' results and move each job on, in one transaction; apply the
+    endpoints' back-pressure to their projects. Returns job id → new status (None: the job had
+    moved on, e.g. the reconciler declared the worker lost; nothing was written for it)."""
+    now = clock.utcnow()
+    outcome: dict[str, str | None] = {}
+    retries: list[tuple[str, int, datetime, int]] = []
+    try:
+        done = [f for f in finished if f.result.ok]
+        completed = move_many(
+            [(f.delivery.job_id, f.delivery.attempt_number) for f in done],
+            S.STARTED,
+            S.COMPLETED,
+            completed_at=now,
+            next_attempt_at=None,
+            last_error=None,
+            updated_at=now,
+        )
+        outcome.update(
+            {
+                f.delivery.job_id: S.COMPLETED if f.delivery.job_id in completed else None
+                for f in done
+            }
+        )
+        for f in (f for f in finished if not f.result.ok):
+            d = f.delivery
+            status, values = _decide(d.attempt_number, d.retry_base, d.max_retries, f.result, now)
+            won = move(
+                d.job_id, [S.STARTED], status, at_attempts=d.attempt_number, commit=False, **values
+            )
+            outcome[d.job_id] = status if won else None
+            if won and status == S.QUEUED:
+                retries.append(
+                    (d.job_id, d.attempt_number + 1, values["next_attempt_at"], d.timeout)
+                )
+        recorded = [f for f in finished if outcome[f.delivery.job_id] is not None]
+        if recorded:
+            db.session.execute(
+                sa.update(attempts_table)
+                .where(attempts_table.c.id == sa.bindparam("attempt_id"))
+                .values(
+                    finished_at=now,
+                    duration_ms=sa.bindparam("duration_ms"),
+                    http_status=sa.bindparam("http_status"),
+                    response_excerpt=sa.bindparam("excerpt"),
+                    error=sa.bindparam("error"),
+                    outcome=sa.bindparam("outcome"),
+                    lateness_ms=sa.bindparam("lateness_ms"),
+                ),
+                [
+                    dict(
+                        attempt_id=f.delivery.attempt_id,
+                        duration_ms=f.result.duration_ms,
+                        http_status=f.result.http_status,
+                        excerpt=f.result.excerpt,
+                        error=f.result.error,
+                        outcome=f.result.outcome,
+                        lateness_ms=f.lateness_ms,
+                    )
+                    for f in recorded
+                ],
+            )
+        _apply_back_pressure(recorded, now)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    for job_id, attempt, when, timeout in retries:
+        schedule(job_id, attempt, when, timeout)
+    for f in finished:
+        status = outcome[f.delivery.job_id]
+        if status is None:
+            logger.warning(
+                "job %s attempt %d finished (%s) but the job had moved on",
+                f.delivery.job_id,
+                f.delivery.attempt_number,
+                f.result.outcome,
+            )
+        elif status != S.QUEUED:
+            metrics.count_job(status.lower())
+    return outcome
+
+
+def _apply_back_pressure(finished: list[Finished], now: datetime) -> None:
+    """Update the flow state of projects whose endpoints throttled, or that are recovering."""
+    by_project: dict[int, list[flow.Outcome]] = defaultdict(list)
+    for f in finished:
+        by_project[f.delivery.project_id].append(
+            flow.Outcome(f.result.ok, f.result.http_status, f.result.retry_after)
+        )
+    calm = {pid for pid, outs in by_project.items() if all(o.ok for o in outs)}
+    if calm:
+        # Only projects below their setting count successes; skip a lock for the rest.
+        reduced = set(
+            db.session.execute(
+                sa.select(ProjectFlow.project_id).where(
+                    ProjectFlow.project_id.in_(calm), ProjectFlow.effective.is_not(None)
+                )
+            ).scalars()
+        )
+        calm -= reduced
+    touched = sorted(set(by_project) - calm)
+    if not touched:
+        return
+    settings = settings_of(touched)
+    for project_id in touched:
+        if project_id not in settings:
+            continue
+        state = lock_flow(project_id)
+        save_flow(
+            project_id,
+            flow.after_results(settings[project_id], state, by_project[project_id], now),
+        )
+
+
+def fail_over_lost(job_id: str, attempt: int, reason: str) -> str | None:
+    """The attempt's worker died: record a failed "worker_lost" attempt, then the retry rule."""
     row = db.session.execute(
         plans.select_with_plan(Job.retry_base, Job.max_retries, Attempt.id)
         .join(Job, Job.project_id == Project.id)
@@ -157,83 +309,40 @@ def fail_over_lost(job_id: str, attempt: int, after_seconds: float) -> str | Non
     db.session.rollback()
     if row is None:
         return None
-    result = Result(
-        outcome="worker_lost",
-        duration_ms=None,
-        error=f"worker lost: no result {after_seconds:.0f}s after the attempt started",
-    )
-    timeout = plans.get(row.plan).delivery_timeout
-    return _conclude(job_id, attempt, row.id, result, row.retry_base, row.max_retries, timeout)
-
-
-def _conclude(
-    job_id: str,
-    attempt: int,
-    attempt_id: str | None,
-    result: Result,
-    retry_base: int,
-    max_retries: int,
-    timeout: int,
-) -> str | None:
-    """STARTED (at ``attempt``) → COMPLETED / QUEUED / FAILED, with the attempt's record, in one
-    transaction; the guarded UPDATE decides, so a superseded attempt writes nothing."""
     now = clock.utcnow()
-    config = current_app.config
-    next_at: datetime | None = None
-    if result.ok:
-        new_status = S.COMPLETED
-        values: dict[str, Any] = dict(completed_at=now, next_attempt_at=None, last_error=None)
-    elif result.outcome == "gone" or attempt - retry_base > max_retries:
-        new_status = S.FAILED
-        values = dict(next_attempt_at=None, last_error=result.error)
-    else:
-        wait = retry.delay(
-            attempt - retry_base,
-            config["RETRY_DELAYS"],
-            config["RETRY_MAX_DELAY"],
-            config["RETRY_JITTER"],
-            result.retry_after,
-        )
-        next_at = now + timedelta(seconds=wait)
-        new_status = S.QUEUED
-        values = dict(next_attempt_at=next_at, last_error=result.error)
+    result = Result(outcome="worker_lost", duration_ms=None, error=f"worker lost: {reason}")
+    status, values = _decide(attempt, row.retry_base, row.max_retries, result, now)
     try:
-        if not move(
-            job_id,
-            [S.STARTED],
-            new_status,
-            at_attempts=attempt,
-            commit=False,
-            updated_at=now,
-            **values,
-        ):
+        if not move(job_id, [S.STARTED], status, at_attempts=attempt, commit=False, **values):
             db.session.rollback()
-            logger.warning(
-                "job %s attempt %d finished (%s) but the job had moved on",
-                job_id,
-                attempt,
-                result.outcome,
-            )
             return None
-        if attempt_id is not None:
+        if row.id is not None:
             db.session.execute(
                 sa.update(attempts_table)
-                .where(attempts_table.c.id == attempt_id)
-                .values(
-                    finished_at=now,
-                    duration_ms=result.duration_ms,
-                    http_status=result.http_status,
-                    response_excerpt=result.excerpt,
-                    error=result.error,
-                    outcome=result.outcome,
-                )
+                .where(attempts_table.c.id == row.id)
+                .values(finished_at=now, error=result.error, outcome=result.outcome)
             )
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
-    if next_at is not None:
-        schedule(job_id, attempt + 1, next_at, timeout)
-    if new_status != S.QUEUED:
-        metrics.count_job(new_status.lower())
-    return new_status
+    if status == S.QUEUED:
+        schedule(
+            job_id, attempt + 1, values["next_attempt_at"], plans.get(row.plan).delivery_timeout
+        )
+    else:
+        metrics.count_job(status.lower())
+    return status
+
+
+def hand_back_dispatched(job_id: str, attempts: int, holder: str) -> bool:
+    """DISPATCHED → QUEUED for an attempt its holder lost (worker died, RQ job gone); the
+    scheduler releases it again. No attempt was made, so none is counted."""
+    return move(
+        job_id,
+        [S.DISPATCHED],
+        S.QUEUED,
+        at_attempts=attempts,
+        guard={"holder": holder},
+        holder=None,
+    )

@@ -1,105 +1,97 @@
-"""Handing attempts to the transport, and releasing due ones (the scheduler asks ``on_due``).
+"""Handing attempts to the transport, and the release loop's decision (``on_tick``).
 
 The DB commit always happens before anything is put in Redis: if Redis is down, the job waits
-in the DB (QUEUED or DISPATCHED, flagged ``needs_handoff``) and the reconciler hands it over
-later.
+in the DB (flagged ``needs_handoff``) and the reconciler hands it over later.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from .. import clock, plans, transport
 from ..extensions import db
+from ..ids import new_id
 from ..models import Job
-from .transitions import S, move, move_many, set_fields
+from .release import mark_waiting, release, waiting_projects
+from .transitions import S, move, set_fields
 
 logger = logging.getLogger(__name__)
 
 
+def on_tick(due: list[tuple[str, int]], woken: set[int]) -> transport.Tick:
+    """Decide one pass of the release loop: check the due scheduled attempts against the DB
+    (drop cancelled or superseded ones, keep ones rescheduled later), then release what flow
+    control allows for their projects, the woken ones and those waiting."""
+    tick = transport.Tick(decisions=dict.fromkeys(due, False))
+    now = clock.utcnow()
+    projects = set(woken)
+    try:
+        if due:
+            rows = db.session.execute(
+                sa.select(
+                    Job.id, Job.status, Job.attempts, Job.next_attempt_at, Job.project_id
+                ).where(Job.id.in_({job_id for job_id, _ in due}))
+            ).all()
+            by_id = {row.id: row for row in rows}
+            for job_id, attempt in due:
+                row = by_id.get(job_id)
+                if row is None or row.status != S.QUEUED or row.attempts != attempt - 1:
+                    continue
+                if row.next_attempt_at is not None and row.next_attempt_at > now:
+                    tick.decisions[(job_id, attempt)] = row.next_attempt_at
+                else:
+                    tick.decisions[(job_id, attempt)] = True
+                    projects.add(row.project_id)
+        ready, tick.next_wake = waiting_projects(now)
+        projects.update(ready)
+    finally:
+        # The long-lived scheduler session never stays inside a transaction, even after a DB
+        # error (a failed transaction would make every later pass fail too).
+        db.session.rollback()
+    released = release(projects, lambda: "rq:" + new_id("hand"), now=now)
+    tick.groups = list(released.groups)
+    if released.next_wake is not None:
+        tick.next_wake = min(filter(None, [tick.next_wake, released.next_wake]))
+    return tick
+
+
 def mark_dispatched(job_id: str, attempt: int) -> bool:
-    """QUEUED → DISPATCHED for the given pending attempt; False if someone else moved it."""
+    """QUEUED → DISPATCHED for the given pending attempt with no holder (repair and tests)."""
     return move(
-        job_id, [S.QUEUED], S.DISPATCHED, at_attempts=attempt - 1, dispatched_at=clock.utcnow()
+        job_id,
+        [S.QUEUED],
+        S.DISPATCHED,
+        at_attempts=attempt - 1,
+        dispatched_at=clock.utcnow(),
+        holder=None,
     )
 
 
-def on_due(attempts: list[tuple[str, int]]) -> dict[tuple[str, int], bool | datetime]:
-    """Decide, in one pass, what the scheduler does with due attempts.
-
-    The DB is the source of truth: each attempt is released (True: the QUEUED → DISPATCHED
-    transition was made, in one guarded UPDATE for the whole batch), dropped (False: cancelled,
-    superseded, or another actor dispatched it first) or held until a later time (the job was
-    rescheduled later than Redis knew).
-    """
-    decisions: dict[tuple[str, int], bool | datetime] = dict.fromkeys(attempts, False)
-    if not attempts:
-        return decisions
-    now = clock.utcnow()
+def wake(job_id: str, project_id: int) -> bool:
+    """Tell the release loop a QUEUED attempt of the project is due now; False (and flagged
+    for the reconciler) if Redis is down."""
     try:
-        rows = db.session.execute(
-            sa.select(
-                Job.id, Job.status, Job.attempts, Job.next_attempt_at, Job.scheduled_for
-            ).where(Job.id.in_({job_id for job_id, _ in attempts}))
-        ).all()
-        by_id = {row.id: row for row in rows}
-        due: list[tuple[str, int]] = []
-        for job_id, attempt in attempts:
-            row = by_id.get(job_id)
-            if row is None or row.status != S.QUEUED or row.attempts != attempt - 1:
-                continue
-            when = row.next_attempt_at or row.scheduled_for
-            if when > now + timedelta(seconds=1):
-                decisions[(job_id, attempt)] = when
-            else:
-                due.append((job_id, attempt))
-        released = move_many(
-            [(job_id, attempt - 1) for job_id, attempt in due],
-            S.QUEUED,
-            S.DISPATCHED,
-            dispatched_at=now,
-            updated_at=now,
-        )
-        db.session.commit()
-    finally:
-        # Never leave the long-lived scheduler session inside a transaction, even after a DB
-        # error (a failed transaction would make every later tick fail too).
-        db.session.rollback()
-    for job_id, attempt in due:
-        decisions[(job_id, attempt)] = job_id in released
-    return decisions
-
-
-def hand_over(job_id: str, attempt: int, when: datetime, timeout: int) -> bool:
-    """Dispatch now if due (QUEUED → DISPATCHED, then enqueue), else register with the scheduler.
-
-    Returns False if Redis could not take it (the job is flagged for the reconciler).
-    """
-    if when <= clock.utcnow():
-        if mark_dispatched(job_id, attempt):
-            return enqueue(job_id, attempt, timeout)
-        return True  # someone else moved it on
-    return schedule(job_id, attempt, when, timeout)
-
-
-def enqueue(job_id: str, attempt: int, timeout: int) -> bool:
-    """Put a DISPATCHED attempt on the delivery queue; False (and flagged) if Redis is down."""
-    try:
-        transport.enqueue_now(job_id, attempt, timeout)
+        transport.wake(project_id)
         return True
     except transport.TransportUnavailable as exc:
         logger.warning(
-            "job %s attempt %d stays DISPATCHED in the DB, Redis unreachable: %s "
-            "(the reconciler will enqueue it)",
+            "job %s is due but stays QUEUED in the DB, Redis unreachable: %s "
+            "(the reconciler will release it)",
             job_id,
-            attempt,
             exc,
         )
         set_fields(job_id, needs_handoff=True)
         return False
+
+
+def hand_over(job_id: str, attempt: int, project_id: int, when: datetime, timeout: int) -> bool:
+    """A QUEUED attempt for ``when``: wake the release loop if due, else schedule it."""
+    if when <= clock.utcnow():
+        return wake(job_id, project_id)
+    return schedule(job_id, attempt, when, timeout)
 
 
 def schedule(job_id: str, attempt: int, when: datetime, timeout: int) -> bool:
@@ -124,27 +116,31 @@ def forget(job_id: str, attempt: int) -> None:
     try:
         transport.unschedule(job_id, attempt)
     except transport.TransportUnavailable as exc:
-        # Harmless: the scheduler and the worker check the DB and drop a stale attempt.
+        # Harmless: the release loop checks the DB and drops a stale attempt.
         logger.warning(
             "job %s attempt %d: could not remove it from Redis: %s", job_id, attempt, exc
         )
 
 
 def rehand(job_id: str) -> bool:
-    """Hand a live job to Redis again (the reconciler found Redis does not hold it).
-
-    QUEUED: schedule (or dispatch, if due) its pending attempt; DISPATCHED: enqueue it again.
-    Returns whether Redis took it.
-    """
+    """Hand a QUEUED job to the transport again (the reconciler found nothing holds it): due
+    ones are marked waiting for the release loop, later ones scheduled. Returns success."""
     job = db.session.get(Job, job_id, populate_existing=True)
-    if job is None or job.status not in (S.QUEUED, S.DISPATCHED):
+    if job is None or job.status != S.QUEUED:
         db.session.rollback()
         return True
-    attempt, timeout = job.next_attempt_number, plans.of_project(job.project_id).delivery_timeout
-    if job.status == S.QUEUED:
-        ok = hand_over(job.id, attempt, job.next_attempt_at or clock.utcnow(), timeout)
+    when = job.next_attempt_at or clock.utcnow()
+    if when <= clock.utcnow():
+        mark_waiting([job.project_id])
+        ok = True
     else:
-        ok = enqueue(job.id, attempt, timeout)
+        timeout = plans.of_project(job.project_id).delivery_timeout
+        ok = schedule(job.id, job.next_attempt_number, when, timeout)
     if ok and job.needs_handoff:
         set_fields(job_id, needs_handoff=False)
     return ok
+
+
+def clear_handoff_flag(job_id: str) -> None:
+    """The reconciler handed the job over: it no longer needs attention."""
+    set_fields(job_id, needs_handoff=False)

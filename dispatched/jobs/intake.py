@@ -14,16 +14,16 @@ from ..ids import new_id
 from ..job_input import DispatchInput
 from ..keys import Principal
 from ..models import Job
-from .handoff import enqueue, schedule
+from .handoff import schedule, wake
 from .transitions import S, set_fields
 
 
 def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
     """Accept a job: count it against the quota, commit it, then hand it to Redis.
 
-    A job due now is created DISPATCHED (its time has come) in the same transaction, then
-    enqueued; a later one is created QUEUED and registered with the scheduler. Returns the job
-    and whether it was created (False: an idempotent repeat).
+    A job is created QUEUED; one due now wakes the release loop (which releases it under the
+    project's flow control within milliseconds), a later one is registered with the scheduler.
+    Returns the job and whether it was created (False: an idempotent repeat).
 
     Raises:
         LimitReached: the team's monthly quota is used up.
@@ -39,8 +39,7 @@ def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
     job = Job(
         id=new_id("job"),
         project_id=principal.project_id,
-        status=S.DISPATCHED if due_now else S.QUEUED,
-        dispatched_at=now if due_now else None,
+        status=S.QUEUED,
         payload=data.payload,
         scheduled_for=data.schedule_for,
         next_attempt_at=data.schedule_for,
@@ -69,7 +68,7 @@ def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
         db.session.rollback()
         raise
     if due_now:
-        enqueue(job.id, 1, plan.delivery_timeout)
+        wake(job.id, principal.project_id)
     else:
         schedule(job.id, 1, data.schedule_for, plan.delivery_timeout)
     metrics.count_job("dispatched")

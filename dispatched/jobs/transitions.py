@@ -53,13 +53,24 @@ def check(from_statuses: Iterable[str], to_status: str) -> list[str]:
 
 
 def statement(
-    from_statuses: Iterable[str], to_status: str, *, at_attempts: int | None = None, **values: Any
+    from_statuses: Iterable[str],
+    to_status: str,
+    *,
+    at_attempts: int | None = None,
+    guard: dict[str, Any] | None = None,
+    **values: Any,
 ) -> sa.Update:
-    """Build the guarded UPDATE of one transition (callers add the job id condition)."""
+    """Build the guarded UPDATE of one transition (callers add the job id condition).
+
+    ``guard`` adds ``column = value`` conditions (``None`` = IS NULL), e.g. the holder.
+    """
     sources = check(from_statuses, to_status)
     stmt = sa.update(jobs_table).where(jobs_table.c.status.in_(sources))
     if at_attempts is not None:
         stmt = stmt.where(jobs_table.c.attempts == at_attempts)
+    for name, value in (guard or {}).items():
+        column = jobs_table.c[name]
+        stmt = stmt.where(column.is_(None) if value is None else column == value)
     values.setdefault("updated_at", utcnow())
     return stmt.values(status=to_status, **values)
 
@@ -70,6 +81,7 @@ def move(
     to_status: str,
     *,
     at_attempts: int | None = None,
+    guard: dict[str, Any] | None = None,
     commit: bool = True,
     **values: Any,
 ) -> bool:
@@ -79,7 +91,7 @@ def move(
     Returns whether this call won. With ``commit=False`` the caller owns the transaction (it
     records more in it and commits or rolls back); otherwise it is committed here.
     """
-    stmt = statement(from_statuses, to_status, at_attempts=at_attempts, **values)
+    stmt = statement(from_statuses, to_status, at_attempts=at_attempts, guard=guard, **values)
     try:
         changed = db.session.execute(stmt.where(jobs_table.c.id == job_id)).rowcount
         if commit:
@@ -91,14 +103,19 @@ def move(
 
 
 def move_many(
-    attempts: Sequence[tuple[str, int]], from_status: str, to_status: str, **values: Any
+    attempts: Sequence[tuple[str, int]],
+    from_status: str,
+    to_status: str,
+    *,
+    guard: dict[str, Any] | None = None,
+    **values: Any,
 ) -> set[str]:
     """Move every job of ``attempts`` (``(job_id, attempts made)`` pairs) that is still in
     ``from_status`` at that count; return the ids that moved. The caller commits."""
     moved: set[str] = set()
     for start in range(0, len(attempts), 500):
         chunk = attempts[start : start + 500]
-        stmt = statement([from_status], to_status, **values).where(
+        stmt = statement([from_status], to_status, guard=guard, **values).where(
             sa.tuple_(jobs_table.c.id, jobs_table.c.attempts).in_(list(chunk))
         )
         moved.update(db.session.execute(stmt.returning(jobs_table.c.id)).scalars())

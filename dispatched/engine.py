@@ -1,0 +1,243 @@
+"""The in-process delivery engine of a worker process (DESIGN.md §9).
+
+A worker process keeps up to ``DELIVERY_CONCURRENCY`` deliveries in flight on a pool of
+threads: a delivery is I/O (connect, send, wait for the endpoint), so threads share one
+process's memory and its pooled connections (keep-alive per host) instead of a process each.
+The bookkeeping is batched:
+
+- the RQ task hands the engine a group of released attempts; ``jobs.claim`` starts them all in
+  one transaction and the threads send them;
+- a recorder thread concludes finished attempts in batches (``jobs.conclude``, one
+  transaction), then releases the same projects' next due attempts straight into this process
+  (work-conserving: a finishing delivery frees the next one at once, with no scheduler hop);
+- a heartbeat thread refreshes the process's ``worker_processes`` row, so the reconciler fails
+  over the attempts of a dead process within seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Flask
+
+from . import clock, jobs, metrics, outbound, signing, workers
+from .jobs.attempts import Delivery, Finished
+
+logger = logging.getLogger(__name__)
+
+#: Most finished attempts concluded in one transaction.
+RECORD_BATCH = 200
+
+_current: DeliveryEngine | None = None
+
+
+def current() -> DeliveryEngine | None:
+    """The engine of this process, if a delivery worker started one."""
+    return _current
+
+
+class DeliveryEngine:
+    """Threads sending deliveries, one recorder, one heartbeat."""
+
+    def __init__(self, app: Flask, capacity: int | None = None) -> None:
+        self.app = app
+        self.capacity = capacity or app.config["DELIVERY_CONCURRENCY"]
+        self.worker_id = workers.new_id()
+        self.allow_private = app.config["ALLOW_PRIVATE_WEBHOOKS"]
+        self._pool = ThreadPoolExecutor(self.capacity, thread_name_prefix="delivery")
+        self._results: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self._room = threading.Condition()
+        self._in_flight = 0
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._record_loop, name="recorder", daemon=True),
+            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
+        ]
+
+    # --- life ------------------------------------------------------------------------------
+
+    def start(self) -> DeliveryEngine:
+        global _current
+        with self.app.app_context():
+            workers.register(self.worker_id, self.capacity)
+        for thread in self._threads:
+            thread.start()
+        _current = self
+        logger.info(
+            "delivery engine %s: %d deliveries in flight at most", self.worker_id, self.capacity
+        )
+        return self
+
+    def drain(self, timeout: float) -> bool:
+        """Stop taking work, wait for the deliveries in flight (at most ``timeout`` s), stop.
+
+        Returns whether everything finished; what did not is failed over by the reconciler.
+        """
+        global _current
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        with self._room:
+            while self._in_flight and time.monotonic() < deadline:
+                self._room.wait(0.2)
+            drained = self._in_flight == 0
+        self._stopped.set()
+        for thread in self._threads:
+            thread.join(5)
+        self._pool.shutdown(wait=drained, cancel_futures=True)
+        if drained:
+            with self.app.app_context():
+                workers.unregister(self.worker_id)
+        else:
+            logger.warning(
+                "engine %s stopped with %d deliveries in flight", self.worker_id, self._in_flight
+            )
+        if _current is self:
+            _current = None
+        return drained
+
+    # --- capacity --------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def free(self) -> int:
+        return 0 if self._stopping.is_set() else self.capacity - self._in_flight
+
+    def wait_for_room(self, needed: int, timeout: float) -> bool:
+        """Block until ``needed`` more deliveries fit (or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        with self._room:
+            while self.free() < needed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._room.wait(left)
+        return True
+
+    # --- work --------------------------------------------------------------------------------
+
+    def run(self, holder: str | None, refs: list[tuple[str, int]]) -> int:
+        """Claim a group of released attempts (in the caller's app context) and send them."""
+        deliveries = jobs.claim(holder, refs, self.worker_id)
+        for delivery in deliveries:
+            self._submit(delivery)
+        return len(deliveries)
+
+    def _submit(self, delivery: Delivery) -> None:
+        with self._room:
+            self._in_flight += 1
+        self._pool.submit(self._deliver, delivery)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        """Send one attempt (a pool thread; no database here) and queue its result."""
+        try:
+            early = (delivery.not_before - clock.utcnow()).total_seconds()
+            if early > 0:  # at most MAX_EARLY_SECONDS: jobs.claim hands back anything earlier
+                time.sleep(early)
+            started = clock.utcnow()
+            lateness_ms = int((started - delivery.not_before).total_seconds() * 1000)
+            if delivery.url:
+                body, headers = signing.delivery_request(
+                    delivery.secrets,
+                    delivery.job_id,
+                    delivery.attempt_id,
+                    delivery.attempt_number,
+                    delivery.payload,
+                    bearer=delivery.bearer,
+                    timestamp=int(time.time()),
+                    user_agent=outbound.USER_AGENT,
+                )
+                result = outbound.post(
+                    delivery.url, body, headers, delivery.timeout, self.allow_private
+                )
+            else:
+                result = outbound.Result(
+                    "error", 0, error="the project has no webhook URL configured"
+                )
+        except Exception as exc:  # a bug here must still conclude the attempt, not strand it
+            logger.exception(
+                "job %s attempt %d: delivery crashed", delivery.job_id, delivery.attempt_number
+            )
+            result, lateness_ms = (
+                outbound.Result("error", 0, error=f"internal error: {exc!r}"),
+                None,
+            )
+        self._results.put(Finished(delivery, result, lateness_ms))
+
+    def _record_loop(self) -> None:
+        with self.app.app_context():
+            while not (self._stopped.is_set() and self._results.empty()):
+                try:
+                    batch = [self._results.get(timeout=0.2)]
+                except queue.Empty:
+                    continue
+                while len(batch) < RECORD_BATCH:
+                    try:
+                        batch.append(self._results.get_nowait())
+                    except queue.Empty:
+                        break
+                self._record(batch)
+
+    def _record(self, batch: list[Finished]) -> None:
+        """Conclude a batch (retrying while the DB is down: a result is never dropped), then
+        release the same projects' next attempts into this process."""
+        while True:
+            try:
+                statuses = jobs.conclude(batch)
+                break
+            except Exception:
+                logger.exception("could not record %d results; retrying in 1 s", len(batch))
+                time.sleep(1)
+        metrics.observe_attempts(
+            [
+                (
+                    f.result.outcome,
+                    None if f.result.duration_ms is None else f.result.duration_ms / 1000,
+                    None if f.lateness_ms is None else f.lateness_ms / 1000,
+                )
+                for f in batch
+            ]
+        )
+        for f in batch:
+            d, r = f.delivery, f.result
+            logger.info(
+                "job %s attempt %d → %s%s in %sms (late %sms) → %s",
+                d.job_id,
+                d.attempt_number,
+                r.outcome,
+                f" (HTTP {r.http_status})" if r.http_status else "",
+                r.duration_ms,
+                f.lateness_ms,
+                statuses.get(d.job_id) or "superseded",
+            )
+        with self._room:
+            self._in_flight -= len(batch)
+            self._room.notify_all()
+        self._release_next({f.delivery.project_id for f in batch})
+
+    def _release_next(self, project_ids: set[int]) -> None:
+        room = self.free()
+        if room <= 0:
+            return
+        try:
+            released = jobs.release(project_ids, lambda: self.worker_id, limit=room)
+            if released.refs:
+                self.run(self.worker_id, released.refs)
+        except Exception:
+            # Harmless: the scheduler releases waiting projects on its next pass.
+            logger.exception("could not release the next attempts of %s", sorted(project_ids))
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.app.config["WORKER_HEARTBEAT"]
+        with self.app.app_context():
+            while not self._stopped.wait(interval):
+                try:
+                    workers.beat(self.worker_id, self._in_flight, self._stopping.is_set())
+                except Exception:
+                    logger.exception("heartbeat failed; retrying")

@@ -1,0 +1,224 @@
+"""Releasing due attempts (QUEUED → DISPATCHED) under each project's flow control.
+
+Every release of a project's attempts starts by locking its ``project_flow`` row (an UPDATE,
+which also takes SQLite's write lock), counts what is in flight, and releases the oldest due
+attempts the budget allows (``flow.budget``). Projects are locked in id order, so two releasers
+(the scheduler and a worker releasing the next attempt after a delivery) never deadlock.
+Whatever stays due is marked ``waiting`` on the flow row; the scheduler retries waiting
+projects every tick (and at ``wake_at`` for a pause or the rate), and a worker finishing a
+delivery of the project releases the next one at once (work-conserving).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from .. import clock, flow, plans
+from ..extensions import db
+from ..models import Job, Project, ProjectFlow
+from .transitions import S, move_many
+
+flow_table = ProjectFlow.__table__
+jobs_table = Job.__table__
+#: Attempts per RQ job handed to the workers (one RQ job = one claim transaction).
+HAND_OVER_BATCH = 8
+
+Ref = tuple[str, int]
+
+
+@dataclass
+class Released:
+    """The result of one release pass."""
+
+    #: ``(holder, [(job_id, attempt), ...])``: each group goes to one worker.
+    groups: list[tuple[str, list[Ref]]] = field(default_factory=list)
+    #: Earliest time a waiting project may release again because of a pause or its rate.
+    next_wake: datetime | None = None
+
+    @property
+    def refs(self) -> list[Ref]:
+        return [ref for _, refs in self.groups for ref in refs]
+
+
+def lock_flow(project_id: int) -> flow.State:
+    """Lock the project's flow row for this transaction and return its state (creating it)."""
+    for _ in range(2):
+        row = db.session.execute(
+            sa.update(flow_table)
+            .where(flow_table.c.project_id == project_id)
+            .values(version=flow_table.c.version + 1)
+            .returning(
+                flow_table.c.effective,
+                flow_table.c.streak,
+                flow_table.c.paused_until,
+                flow_table.c.tokens,
+                flow_table.c.tokens_at,
+            )
+        ).first()
+        if row is not None:
+            return flow.State(*row)
+        try:
+            with db.session.begin_nested():
+                db.session.execute(
+                    sa.insert(flow_table).values(
+                        project_id=project_id, streak=0, tokens=1.0, waiting=False, version=0
+                    )
+                )
+        except IntegrityError:
+            pass  # another releaser created it: lock it on the next turn
+    raise RuntimeError(f"project {project_id} has no flow row and none could be made")
+
+
+def save_flow(project_id: int, state: flow.State, **values: object) -> None:
+    db.session.execute(
+        sa.update(flow_table)
+        .where(flow_table.c.project_id == project_id)
+        .values(
+            effective=state.effective,
+            streak=state.streak,
+            paused_until=state.paused_until,
+            tokens=state.tokens,
+            tokens_at=state.tokens_at,
+            **values,
+        )
+    )
+
+
+def settings_of(project_ids: Iterable[int]) -> dict[int, flow.Settings]:
+    """Flow settings of the projects, bounded by their plans."""
+    rows = db.session.execute(
+        plans.select_with_plan(Project.id, Project.parallelism, Project.rate_per_second).where(
+            Project.id.in_(list(project_ids))
+        )
+    ).all()
+    return {
+        row.id: flow.settings_of(row.parallelism, row.rate_per_second, plans.get(row.plan))
+        for row in rows
+    }
+
+
+def in_flight(project_ids: Iterable[int]) -> dict[int, int]:
+    """Attempts of each project that are DISPATCHED or STARTED."""
+    rows = db.session.execute(
+        sa.select(Job.project_id, sa.func.count())
+        .where(Job.project_id.in_(list(project_ids)), Job.status.in_([S.DISPATCHED, S.STARTED]))
+        .group_by(Job.project_id)
+    ).all()
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def release(
+    project_ids: Iterable[int],
+    holder: Callable[[], str],
+    *,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> Released:
+    """Release the due attempts of ``project_ids`` that their flow control allows; commit.
+
+    ``holder()`` names each group of at most HAND_OVER_BATCH attempts (an RQ job id, or the
+    worker process that keeps them); ``limit`` caps the total (a worker's free capacity).
+    Groups mix projects round-robin, so one busy project does not fill a worker's batch.
+    """
+    ids = sorted(set(project_ids))
+    result = Released()
+    if not ids:
+        return result
+    now = now or clock.utcnow()
+    try:
+        states = {project_id: lock_flow(project_id) for project_id in ids}
+        settings = settings_of(ids)
+        busy = in_flight(ids)
+        picked: dict[int, list[Ref]] = {}
+        waits: dict[int, tuple[bool, datetime | None]] = {}
+        room = limit if limit is not None else None
+        for project_id in ids:
+            if project_id not in settings:
+                continue  # deleted meanwhile
+            allowed, wake_at = flow.budget(
+                settings[project_id], states[project_id], busy.get(project_id, 0), now
+            )
+            if room is not None:
+                allowed = min(allowed, room)
+            rows = db.session.execute(
+                sa.select(Job.id, Job.attempts)
+                .where(
+                    Job.project_id == project_id,
+                    Job.status == S.QUEUED,
+                    Job.next_attempt_at <= now,
+                )
+                .order_by(Job.next_attempt_at, Job.id)
+                .limit(allowed + 1)
+            ).all()
+            picked[project_id] = [(job_id, attempts) for job_id, attempts in rows[:allowed]]
+            if room is not None:
+                room -= len(picked[project_id])
+            waits[project_id] = (len(rows) > allowed, wake_at)
+        released_by_project: dict[int, int] = {}
+        queue = [ref for refs in itertools.zip_longest(*picked.values()) for ref in refs if ref]
+        project_of = {ref[0]: pid for pid, refs in picked.items() for ref in refs}
+        for start in range(0, len(queue), HAND_OVER_BATCH):
+            chunk = queue[start : start + HAND_OVER_BATCH]
+            name = holder()
+            moved = move_many(chunk, S.QUEUED, S.DISPATCHED, dispatched_at=now, holder=name)
+            refs = [(job_id, attempts + 1) for job_id, attempts in chunk if job_id in moved]
+            if refs:
+                result.groups.append((name, refs))
+            for job_id, _ in refs:
+                pid = project_of[job_id]
+                released_by_project[pid] = released_by_project.get(pid, 0) + 1
+        for project_id in picked:
+            state = flow.spend(
+                settings[project_id],
+                states[project_id],
+                released_by_project.get(project_id, 0),
+                now,
+            )
+            waiting, wake_at = waits[project_id]
+            save_flow(project_id, state, waiting=waiting, wake_at=wake_at if waiting else None)
+            if waiting and wake_at is not None:
+                result.next_wake = min(filter(None, [result.next_wake, wake_at]))
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    return result
+
+
+def waiting_projects(now: datetime) -> tuple[list[int], datetime | None]:
+    """Projects whose due attempts wait and may move now; and the next pause/rate wake-up."""
+    ready = list(
+        db.session.execute(
+            sa.select(flow_table.c.project_id).where(
+                flow_table.c.waiting.is_(True),
+                sa.or_(flow_table.c.wake_at.is_(None), flow_table.c.wake_at <= now),
+            )
+        ).scalars()
+    )
+    later = db.session.execute(
+        sa.select(sa.func.min(flow_table.c.wake_at)).where(
+            flow_table.c.waiting.is_(True), flow_table.c.wake_at > now
+        )
+    ).scalar()
+    return ready, later
+
+
+def mark_waiting(project_ids: Iterable[int]) -> None:
+    """Flag projects as having due work (the scheduler will try to release it); commit."""
+    ids = sorted(set(project_ids))
+    if not ids:
+        return
+    try:
+        db.session.execute(
+            sa.update(flow_table).where(flow_table.c.project_id.in_(ids)).values(waiting=True)
+        )
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
