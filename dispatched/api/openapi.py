@@ -10,8 +10,8 @@ from typing import Any
 
 from flask import current_app
 
-from .. import __version__
 from ..models import JobStatus
+from ..version import __version__
 from . import bp
 
 TIMESTAMP = {"type": "string", "format": "date-time"}
