@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import keys, teams
+from . import echo_store, keys, teams
 from .errors import ServiceError
 from .extensions import db
 from .models import ApiKey, Project, User
@@ -127,10 +127,10 @@ def seed_demo(webhook_url: str | None, history: bool, as_json: bool) -> None:
     public_url = current_app.config["PUBLIC_URL"].rstrip("/")
     user = db.session.execute(sa.select(User).where(User.email == DEMO_EMAIL)).scalar_one_or_none()
     if user is None:
-        from .echo import url_for_project
-
         created = teams.create_team(DEMO_TEAM, "pro", None)
-        created.project.webhook_url = webhook_url or url_for_project(public_url, created.project.id)
+        created.project.webhook_url = webhook_url or echo_store.url_for_project(
+            public_url, created.project.id
+        )
         db.session.commit()
         teams.create_user(DEMO_EMAIL, DEMO_PASSWORD, created.team)
         project = created.project

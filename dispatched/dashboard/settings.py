@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, url_for
 from flask_login import login_required
 
 from .. import echo_store, keys, webhooks
@@ -65,18 +65,11 @@ def revoke_key(project_id: int, key_id: int) -> Any:
 
 
 def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
-    deliveries = []
-    if (
-        current_app.config["ECHO_RECEIVER_ENABLED"]
-        and project.webhook_url
-        and project.webhook_url.rstrip("/").endswith(f"/dev/echo/{project.id}")
-    ):
-        deliveries = echo_store.recent(project.id)
     context = {
         "form": WebhookForm(formdata=None, url=project.webhook_url),
         "bearer_form": BearerForm(formdata=None, send_bearer=project.send_bearer_secret),
         "action_form": ActionForm(),
-        "echo_deliveries": deliveries,
+        "echo_deliveries": echo_store.shown_for(project),
         "test_result": None,
         "secret": None,
         **extra,
