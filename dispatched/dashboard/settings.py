@@ -9,7 +9,7 @@ from flask_login import login_required
 
 from .. import echo_store, keys, webhooks
 from ..errors import NotFound, ServiceError
-from ..extensions import db, htmx
+from ..extensions import htmx
 from . import bp
 from .context import project_or_404
 from .forms import ActionForm, BearerForm, KeyForm, WebhookForm
@@ -35,8 +35,7 @@ def create_key(project_id: int) -> Any:
     form = KeyForm()
     new_token = None
     if form.validate_on_submit():
-        _, new_token = keys.create_key(project, form.label.data)
-        db.session.commit()
+        _, new_token = keys.issue_key(project, form.label.data)
     else:
         flash("Give the key a label (up to 120 characters).", "error")
     status = 201 if new_token else 400
@@ -94,7 +93,6 @@ def save_webhook(project_id: int) -> Any:
     try:
         webhooks.set_url(project, form.url.data)
     except ServiceError as exc:
-        db.session.rollback()
         flash(exc.message, "error")
         return _webhook_page(project, 400)
     flash("Webhook URL saved." if project.webhook_url else "Webhook URL cleared.", "ok")
