@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 
 from . import demo, keys, teams
 from .demo import DEMO_EMAIL, DEMO_PASSWORD
-from .errors import ServiceError
+from .errors import ServiceError, TransportUnavailable
 
 #: ``AppGroup`` runs every command inside an app context.
 admin = AppGroup("admin", help="Manage teams, users, keys and plans.")
@@ -144,11 +144,11 @@ def seed_demo(webhook_url: str | None, history: bool, as_json: bool) -> None:
 @click.option("--full", is_flag=True, help="Check every live job, not only suspicious ones.")
 def reconcile(full: bool) -> None:
     """Run one reconciler pass now and print what it did."""
-    from . import reconciler, transport
+    from . import reconciler
 
     try:
         report = reconciler.reconcile(full=full)
-    except transport.TransportUnavailable as exc:
+    except TransportUnavailable as exc:
         click.echo(f"error: Redis unreachable: {exc}", err=True)
         sys.exit(1)
     click.echo(json.dumps(report))

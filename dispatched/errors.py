@@ -94,3 +94,7 @@ class LimitReached(ServiceError):
 
 class ServiceUnavailable(ServiceError):
     code = "SERVICE_UNAVAILABLE"
+
+
+class TransportUnavailable(Exception):
+    """The transport (Redis) could not be reached; the DB still holds the job."""

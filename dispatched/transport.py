@@ -20,6 +20,10 @@ from types import ModuleType
 
 from flask import current_app
 
+from .errors import TransportUnavailable
+
+__all__ = ["TransportUnavailable"]  # re-exported: callers catch transport.TransportUnavailable
+
 #: An attempt: ``(job_id, attempt_number)``.
 AttemptRef = tuple[str, int]
 #: What the job service decides for a due attempt: True = released (QUEUED → DISPATCHED made,
@@ -28,10 +32,6 @@ Decision = bool | datetime
 OnDue = Callable[[list[AttemptRef]], dict[AttemptRef, Decision]]
 
 BACKENDS = {"rq-scheduler": "dispatched.transport_rq"}
-
-
-class TransportUnavailable(Exception):
-    """The transport (Redis) could not be reached; the DB still holds the job."""
 
 
 def backend() -> ModuleType:
