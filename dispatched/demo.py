@@ -1,19 +1,26 @@
-"""Demo data for a fresh install and for README screenshots: a month of job history.
+"""The demo team of a fresh install (``flask admin seed-demo``) and, for README screenshots,
+a month of its job history.
 
-Written straight to the tables (not through the state machine) because it is history, not
-live work: every row is terminal, so nothing is ever scheduled or delivered from it.
+The history is written straight to the tables (not through the state machine) because it is
+history, not live work: every row is terminal, so nothing is ever scheduled or delivered from it.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 
-from . import clock, plans, usage
-from .errors import LimitReached
+from . import clock, echo_store, keys, plans, teams, usage, webhooks
+from .errors import LimitReached, ServiceError
 from .extensions import db
 from .ids import new_id
 from .models import Attempt, Job, JobStatus, Project
+
+DEMO_TEAM = "Demo team"
+DEMO_EMAIL = "demo@example.com"
+DEMO_PASSWORD = "demo-password"
+DEMO_KEY_LABEL = "demo (dev run)"
 
 PAYLOADS = [
     {"type": "email.welcome", "userId": 4182, "template": "welcome-v2"},
@@ -21,6 +28,37 @@ PAYLOADS = [
     {"type": "report.weekly", "accountId": 77, "format": "pdf"},
     {"type": "cache.warm", "paths": ["/", "/pricing", "/docs"]},
 ]
+
+
+@dataclass(frozen=True)
+class Demo:
+    project: Project
+    api_key: str
+
+
+def seed(public_url: str, webhook_url: str | None = None, history: bool = False) -> Demo:
+    """Create (once) the demo team, user and project; replace the demo key; commit.
+
+    The webhook defaults to the built-in echo receiver of the app at ``public_url``; it is
+    saved through the webhook rules like any other. Running it again keeps the data and
+    replaces the previous demo key, so exactly one printed key is live.
+    """
+    user = teams.find_user(DEMO_EMAIL)
+    if user is None:
+        try:
+            created = teams.add_team(DEMO_TEAM, "pro")
+            teams.add_user(DEMO_EMAIL, DEMO_PASSWORD, created.team)
+            url = webhook_url or echo_store.url_for_project(public_url, created.project.id)
+            webhooks.set_url(created.project, url)  # validates, then commits the whole demo
+        except ServiceError:
+            db.session.rollback()
+            raise
+        project = created.project
+        if history:
+            seed_history(project.id)
+    else:
+        project = user.team.projects[0]
+    return Demo(project=project, api_key=keys.replace_labelled(project, DEMO_KEY_LABEL))
 
 
 def seed_history(project_id: int, days: int = 30, per_day: int = 40, seed: int = 7) -> int:

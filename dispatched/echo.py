@@ -4,11 +4,9 @@ show on that project's webhook page (logged in, tenant-scoped); there is no publ
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Blueprint, request
-from redis.exceptions import RedisError
 
 from . import echo_store
 
@@ -17,18 +15,5 @@ bp = Blueprint("echo", __name__, url_prefix="/dev")
 
 @bp.post("/echo/<int:project_id>")
 def receive(project_id: int) -> tuple[dict[str, Any], int]:
-    entry = {
-        "receivedAt": time.time(),
-        "headers": {k: v for k, v in request.headers.items() if k.lower() != "authorization"},
-        "hasBearer": request.headers.get("Authorization", "").startswith("Bearer "),
-        "body": request.get_data(as_text=True)[:10_000],
-    }
-    try:
-        echo_store.record(project_id, entry)
-    except RedisError:
-        return {"received": False}, 503
-    return {"received": True}, 200
-
-
-def url_for_project(public_url: str, project_id: int) -> str:
-    return f"{public_url.rstrip('/')}/dev/echo/{project_id}"
+    kept = echo_store.record(project_id, request.headers.items(), request.get_data(as_text=True))
+    return ({"received": True}, 200) if kept else ({"received": False}, 503)

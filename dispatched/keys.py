@@ -33,7 +33,7 @@ def hash_token(token: str) -> str:
 
 
 def create_key(project: Project, label: str = "default") -> tuple[ApiKey, str]:
-    """Create a key for ``project``; return it and the token (the only time it exists)."""
+    """Create a key for ``project``, flush only; return it and the token (shown once)."""
     token = TOKEN_PREFIX + random_base62(32)
     key = ApiKey(
         project_id=project.id,
@@ -44,6 +44,29 @@ def create_key(project: Project, label: str = "default") -> tuple[ApiKey, str]:
     db.session.add(key)
     db.session.flush()
     return key, token
+
+
+def issue_key(project: Project, label: str) -> tuple[ApiKey, str]:
+    """Create a key for ``project`` and commit; return it and the token (shown once)."""
+    key, token = create_key(project, label)
+    db.session.commit()
+    return key, token
+
+
+def replace_labelled(project: Project, label: str) -> str:
+    """Revoke the project's live keys labelled ``label``, create a new one, commit; return it."""
+    db.session.execute(
+        sa.update(ApiKey)
+        .where(
+            ApiKey.project_id == project.id,
+            ApiKey.label == label,
+            ApiKey.revoked_at.is_(None),
+        )
+        .values(revoked_at=clock.utcnow())
+    )
+    _, token = create_key(project, label)
+    db.session.commit()
+    return token
 
 
 def authenticate(token: str) -> Principal | None:

@@ -16,7 +16,7 @@ import requests
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress
 
-from . import __version__
+from .version import __version__
 
 CONNECT_TIMEOUT = 5.0
 EXCERPT_BYTES = 2048

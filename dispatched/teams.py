@@ -10,7 +10,7 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from flask import current_app
 
 from . import keys, plans, webhooks
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound, ServiceError
 from .extensions import db
 from .models import Project, ProjectFlow, Team, User
 
@@ -26,6 +26,13 @@ class NewTeam:
 
 def create_team(name: str, plan: str | None = None, webhook_url: str | None = None) -> NewTeam:
     """Create a team with its "default" project and a first API key, and commit."""
+    created = add_team(name, plan, webhook_url)
+    db.session.commit()
+    return created
+
+
+def add_team(name: str, plan: str | None = None, webhook_url: str | None = None) -> NewTeam:
+    """Add a team with its "default" project and a first API key; flush only (caller commits)."""
     name = (name or "").strip()
     if not name or len(name) > 120:
         raise BadRequest(f"team name must be 1-120 characters, got {name!r}")
@@ -37,7 +44,6 @@ def create_team(name: str, plan: str | None = None, webhook_url: str | None = No
     db.session.flush()
     project = create_project(team, "default", webhook_url)
     _, token = keys.create_key(project, "default")
-    db.session.commit()
     return NewTeam(team=team, project=project, api_key=token)
 
 
@@ -75,6 +81,13 @@ def set_plan(team: Team, plan: str) -> None:
 
 def create_user(email: str, password: str, team: Team) -> User:
     """Create a user of ``team`` with an argon2 password hash, and commit."""
+    user = add_user(email, password, team)
+    db.session.commit()
+    return user
+
+
+def add_user(email: str, password: str, team: Team) -> User:
+    """Add a user of ``team`` with an argon2 password hash; flush only (caller commits)."""
     email = (email or "").strip().lower()
     if "@" not in email or len(email) > 254:
         raise BadRequest(f"invalid email address {email!r}")
@@ -84,26 +97,42 @@ def create_user(email: str, password: str, team: Team) -> User:
         raise Conflict(f"a user with email {email!r} already exists")
     user = User(email=email, password_hash=_hasher.hash(password), team_id=team.id)
     db.session.add(user)
-    db.session.commit()
+    db.session.flush()
     return user
 
 
 def sign_up(email: str, password: str, team_name: str) -> User:
-    """Create a team (with project "default" and a first key) and its first user."""
+    """Create a team (project "default", a first key) and its first user in one transaction."""
     email = (email or "").strip().lower()
     if db.session.execute(sa.select(User.id).where(User.email == email)).first():
         raise Conflict(f"a user with email {email!r} already exists")
     if len(password or "") < 8:
         raise BadRequest("password must be at least 8 characters")
-    created = create_team(team_name, None)
-    return create_user(email, password, created.team)
+    try:
+        created = add_team(team_name, None)
+        user = add_user(email, password, created.team)
+    except ServiceError:
+        db.session.rollback()
+        raise
+    db.session.commit()
+    return user
+
+
+def find_user(email: str) -> User | None:
+    """Return the user with this email (case-insensitive), or None."""
+    return db.session.execute(
+        sa.select(User).where(User.email == (email or "").strip().lower())
+    ).scalar_one_or_none()
+
+
+def get_user(user_id: str) -> User | None:
+    """Return the user whose id is the string ``user_id`` (a session's), or None."""
+    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
 
 
 def authenticate_user(email: str, password: str) -> User | None:
     """Return the user with this email and password, or None."""
-    user = db.session.execute(
-        sa.select(User).where(User.email == (email or "").strip().lower())
-    ).scalar_one_or_none()
+    user = find_user(email)
     if user is None:
         _hasher.hash(password or "x")  # same cost whether or not the email exists
         return None
@@ -116,6 +145,13 @@ def projects_of(team_id: int) -> list[Project]:
             sa.select(Project).where(Project.team_id == team_id).order_by(Project.id)
         ).scalars()
     )
+
+
+def project_named(team: Team, name: str) -> Project | None:
+    """Return the team's project called ``name``, or None."""
+    return db.session.execute(
+        sa.select(Project).where(Project.team_id == team.id, Project.name == name)
+    ).scalar_one_or_none()
 
 
 def get_project(team_id: int, project_id: int) -> Project:

@@ -22,16 +22,16 @@ from types import ModuleType
 
 from flask import current_app
 
+from .errors import TransportUnavailable
+
+__all__ = ["TransportUnavailable"]  # re-exported: callers catch transport.TransportUnavailable
+
 #: An attempt: ``(job_id, attempt_number)``.
 AttemptRef = tuple[str, int]
 #: Attempts handed to one worker, under a holder name (``rq:<RQ job id>`` or None).
 Group = tuple[str | None, list[AttemptRef]]
 
 BACKENDS = {"rq-scheduler": "dispatched.transport_rq"}
-
-
-class TransportUnavailable(Exception):
-    """The transport (Redis) could not be reached; the DB still holds the job."""
 
 
 @dataclass

@@ -334,3 +334,38 @@ def test_unhandled_error_is_json_500(app, client, team, monkeypatch):
 
     monkeypatch.setattr(usage, "summary", explode)
     assert_error(client.get("/api/usage", headers=team.headers), 500, "INTERNAL_ERROR")
+
+
+# --- one list of error codes ---------------------------------------------------------------
+
+
+def test_error_classes_and_openapi_read_the_one_code_table(client):
+    from dispatched import errors
+
+    enum = client.get("/api/openapi.json").json["components"]["schemas"]["Error"]
+    assert enum["properties"]["error"]["enum"] == list(errors.ERROR_CODES)
+    classes = [errors.ServiceError]
+    for cls in classes:
+        classes.extend(cls.__subclasses__())
+        assert cls.status == errors.ERROR_CODES[cls.code], cls
+    with pytest.raises(TypeError, match="not one of ERROR_CODES"):
+        type("Teapot", (errors.ServiceError,), {"code": "TEAPOT"})
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (400, "BAD_REQUEST"),
+        (404, "NOT_FOUND"),
+        (405, "METHOD_NOT_ALLOWED"),
+        (413, "PAYLOAD_TOO_LARGE"),
+        (429, "RATE_LIMITED"),
+        (418, "BAD_REQUEST"),
+        (500, "INTERNAL_ERROR"),
+        (503, "INTERNAL_ERROR"),
+    ],
+)
+def test_framework_http_errors_map_to_codes(status, code):
+    from dispatched.errors import code_for_status
+
+    assert code_for_status(status) == code

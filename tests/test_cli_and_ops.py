@@ -8,6 +8,7 @@ import re
 import pytest
 from redis import Redis
 
+from dispatched.errors import BadRequest, NotFound
 from dispatched.transport_rq import SCHEDULED_KEY
 from tests.conftest import make_app
 
@@ -83,6 +84,28 @@ def test_seed_demo_is_repeatable_and_replaces_the_demo_key(runner, client):
     old = client.get("/api/usage", headers={"Authorization": f"Bearer {first['apiKey']}"})
     new = client.get("/api/usage", headers={"Authorization": f"Bearer {second['apiKey']}"})
     assert old.status_code == 401 and new.status_code == 200
+
+
+def test_seed_demo_refuses_a_bad_webhook_url_and_creates_nothing(app, runner):
+    from dispatched import teams
+
+    result = runner.invoke(args=["admin", "seed-demo", "--webhook-url", "ftp://x"])
+    assert result.exit_code == 1 and "http(s) URL" in result.output
+    with app.app_context():
+        assert teams.find_user("demo@example.com") is None
+        with pytest.raises(NotFound):
+            teams.find_team("Demo team")
+    assert runner.invoke(args=["admin", "seed-demo", "--json"]).exit_code == 0
+
+
+def test_sign_up_with_a_bad_email_leaves_no_team(app):
+    from dispatched import teams
+
+    with app.app_context():
+        with pytest.raises(BadRequest, match="invalid email"):
+            teams.sign_up("not-an-email", "long enough password", "Orphan")
+        with pytest.raises(NotFound):
+            teams.find_team("Orphan")
 
 
 def test_healthz_and_readyz(client):

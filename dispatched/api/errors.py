@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from flask import Flask, Response, jsonify, make_response, render_template, request
+from flask import Flask, Response, make_response, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from ..errors import ServiceError
+from ..errors import ERROR_CODES, ServiceError, code_for_status, error_response
 from ..extensions import db
 from .auth import Unauthorized
 
 logger = logging.getLogger(__name__)
-
-CODES = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHORIZED",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    409: "CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    429: "RATE_LIMITED",
-}
-
-
-def error_response(code: str, http_status: int, message: str, **data: Any) -> Response:
-    response = jsonify({"error": code, "data": {"message": message, **data}})
-    response.status_code = http_status
-    return response
-
 
 #: Blueprints whose errors are HTML pages; everything else answers JSON.
 HTML_BLUEPRINTS = {"dashboard"}
@@ -60,7 +41,7 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(Unauthorized)
     def unauthorized(_: Unauthorized) -> Response:
-        response = error_response("UNAUTHORIZED", 401, "Unauthorized")
+        response = error_response("UNAUTHORIZED", ERROR_CODES["UNAUTHORIZED"], "Unauthorized")
         response.headers["WWW-Authenticate"] = 'Bearer realm="dispatched"'
         return response
 
@@ -68,13 +49,15 @@ def register_errorhandlers(app: Flask) -> None:
     def rate_limited(exc: RateLimitExceeded) -> Response:
         # Flask-Limiter adds Retry-After and X-RateLimit-* in its after_request hook.
         return error_response(
-            "RATE_LIMITED", 429, f"Rate limit exceeded: {exc.description} for your team"
+            "RATE_LIMITED",
+            ERROR_CODES["RATE_LIMITED"],
+            f"Rate limit exceeded: {exc.description} for your team",
         )
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
+        code = code_for_status(status)
         message = {
             404: f"No route {request.path!r}",
             405: f"Method {request.method} is not allowed on {request.path!r}",
@@ -91,8 +74,13 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.path)
+        # Framework-level, not a transaction decision (services own those): the request died
+        # half-way, perhaps in a failed flush, and the error page's own queries (the dashboard
+        # navigation) need a usable session. A teardown hook would run too late for that.
         db.session.rollback()
         html = _html_error(500, "Internal error", "Something went wrong on our side; it is logged.")
         if html is not None:
             return html
-        return error_response("INTERNAL_ERROR", 500, "Internal server error")
+        return error_response(
+            "INTERNAL_ERROR", ERROR_CODES["INTERNAL_ERROR"], "Internal server error"
+        )

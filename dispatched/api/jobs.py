@@ -7,15 +7,11 @@ from typing import Any
 from flask import current_app, g, request
 
 from .. import clock, job_input, jobs, plans
-from ..errors import BadRequest
+from ..errors import UnsupportedMediaType
 from . import bp, serialize
 from .auth import team_rate_limit
 
 JSON_TYPES = ("application/json",)
-
-
-class UnsupportedMediaType(BadRequest):
-    code, status = "UNSUPPORTED_MEDIA_TYPE", 415
 
 
 def json_object_body() -> dict[str, Any]:

@@ -10,25 +10,13 @@ from typing import Any
 
 from flask import current_app
 
-from .. import __version__
+from ..errors import ERROR_CODES
 from ..models import JobStatus
+from ..version import __version__
 from . import bp
 
 TIMESTAMP = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
-ERROR_CODES = [
-    "BAD_REQUEST",
-    "UNAUTHORIZED",
-    "NOT_FOUND",
-    "METHOD_NOT_ALLOWED",
-    "CONFLICT",
-    "PAYLOAD_TOO_LARGE",
-    "UNSUPPORTED_MEDIA_TYPE",
-    "RATE_LIMITED",
-    "LIMIT_REACHED",
-    "INTERNAL_ERROR",
-    "SERVICE_UNAVAILABLE",
-]
 RATE_HEADERS = {
     "X-RateLimit-Limit": {"schema": {"type": "string"}, "description": "Requests per window."},
     "X-RateLimit-Remaining": {"schema": {"type": "string"}},
@@ -40,7 +28,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["error", "data"],
         "properties": {
-            "error": {"type": "string", "enum": ERROR_CODES},
+            "error": {"type": "string", "enum": list(ERROR_CODES)},
             "data": {
                 "type": "object",
                 "required": ["message"],

@@ -10,7 +10,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from .. import teams
 from ..errors import ServiceError
-from ..extensions import db, login_manager
+from ..extensions import login_manager
 from ..models import User
 from . import bp
 from .forms import LoginForm, SignupForm
@@ -18,7 +18,7 @@ from .forms import LoginForm, SignupForm
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    return teams.get_user(user_id)
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -55,7 +55,6 @@ def signup() -> Any:
         try:
             user = teams.sign_up(form.email.data, form.password.data, form.team.data)
         except ServiceError as exc:
-            db.session.rollback()
             flash(exc.message, "error")
         else:
             login_user(user, remember=True)

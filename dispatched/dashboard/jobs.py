@@ -11,7 +11,7 @@ from flask_login import login_required
 
 from .. import clock, job_input, jobs
 from ..errors import BadRequest, ServiceError
-from ..extensions import db, htmx
+from ..extensions import htmx
 from ..models import JobStatus
 from . import bp
 from .context import project_or_404
@@ -101,7 +101,6 @@ def _act(
     try:
         action()
     except ServiceError as exc:
-        db.session.rollback()
         return _after_action(project_id, job_id, None, f"{refused}: {exc.message}.")
     return _after_action(project_id, job_id, done, None)
 

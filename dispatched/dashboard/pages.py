@@ -9,7 +9,6 @@ from flask_login import current_user, login_required
 
 from .. import clock, plans, stats, teams, usage
 from ..errors import ServiceError
-from ..extensions import db
 from . import bp
 from .charts import daily_chart
 from .context import project_or_404
@@ -59,7 +58,6 @@ def create_project() -> Any:
     try:
         project = teams.add_project(current_user.team, form.name.data)
     except ServiceError as exc:
-        db.session.rollback()
         flash(exc.message, "error")
         return redirect(url_for("dashboard.home"))
     flash(f"Project {project.name!r} created. Give it a webhook URL and an API key.", "ok")

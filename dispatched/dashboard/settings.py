@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, url_for
 from flask_login import login_required
 
 from .. import echo_store, keys, webhooks
 from ..errors import NotFound, ServiceError
-from ..extensions import db, htmx
+from ..extensions import htmx
 from . import bp
 from .context import project_or_404
 from .forms import ActionForm, BearerForm, KeyForm, WebhookForm
@@ -35,8 +35,7 @@ def create_key(project_id: int) -> Any:
     form = KeyForm()
     new_token = None
     if form.validate_on_submit():
-        _, new_token = keys.create_key(project, form.label.data)
-        db.session.commit()
+        _, new_token = keys.issue_key(project, form.label.data)
     else:
         flash("Give the key a label (up to 120 characters).", "error")
     status = 201 if new_token else 400
@@ -65,18 +64,11 @@ def revoke_key(project_id: int, key_id: int) -> Any:
 
 
 def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
-    deliveries = []
-    if (
-        current_app.config["ECHO_RECEIVER_ENABLED"]
-        and project.webhook_url
-        and project.webhook_url.rstrip("/").endswith(f"/dev/echo/{project.id}")
-    ):
-        deliveries = echo_store.recent(project.id)
     context = {
         "form": WebhookForm(formdata=None, url=project.webhook_url),
         "bearer_form": BearerForm(formdata=None, send_bearer=project.send_bearer_secret),
         "action_form": ActionForm(),
-        "echo_deliveries": deliveries,
+        "echo_deliveries": echo_store.shown_for(project),
         "test_result": None,
         "secret": None,
         **extra,
@@ -101,7 +93,6 @@ def save_webhook(project_id: int) -> Any:
     try:
         webhooks.set_url(project, form.url.data)
     except ServiceError as exc:
-        db.session.rollback()
         flash(exc.message, "error")
         return _webhook_page(project, 400)
     flash("Webhook URL saved." if project.webhook_url else "Webhook URL cleared.", "ok")

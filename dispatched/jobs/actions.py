@@ -9,7 +9,7 @@ from ..errors import Conflict
 from ..models import Job
 from .handoff import forget, hand_over, schedule, wake
 from .queries import get, reload
-from .transitions import S, move, status_of
+from .transitions import S, move
 
 
 def cancel(project_id: int, job_id: str) -> Job:
@@ -22,7 +22,7 @@ def cancel(project_id: int, job_id: str) -> Job:
     job = get(project_id, job_id)
     now = clock.utcnow()
     if not move(job.id, [S.QUEUED], S.CANCELLED, cancelled_at=now, next_attempt_at=None):
-        raise _not_queued(job.id)
+        raise _not_queued(job)
     forget(job.id, job.next_attempt_number)
     metrics.count_job("cancelled")
     return reload(job)
@@ -48,7 +48,7 @@ def reschedule(project_id: int, job_id: str, when: datetime) -> Job:
             scheduled_for=now,
             next_attempt_at=now,
         ):
-            raise _not_queued(job.id)
+            raise _not_queued(job)
         forget(job.id, attempt)
         wake(job.id, project_id)
         return reload(job)
@@ -60,7 +60,7 @@ def reschedule(project_id: int, job_id: str, when: datetime) -> Job:
         scheduled_for=when,
         next_attempt_at=when,
     ):
-        raise _not_queued(job.id)
+        raise _not_queued(job)
     schedule(job.id, attempt, when, timeout)
     return reload(job)
 
@@ -82,6 +82,7 @@ def replay(project_id: int, job_id: str) -> Job:
         next_attempt_at=now,
         completed_at=None,
     ):
+        reload(job)
         raise Conflict("Job is not in FAILED status", jobId=job.id, status=job.status)
     job = reload(job)
     timeout = plans.of_project(project_id).delivery_timeout
@@ -90,5 +91,7 @@ def replay(project_id: int, job_id: str) -> Job:
     return reload(job)
 
 
-def _not_queued(job_id: str) -> Conflict:
-    return Conflict("Job is not in QUEUED status", jobId=job_id, status=status_of(job_id))
+def _not_queued(job: Job) -> Conflict:
+    """The refusal of a QUEUED-only action; ``job`` is re-read so callers see its real state."""
+    reload(job)
+    return Conflict("Job is not in QUEUED status", jobId=job.id, status=job.status)

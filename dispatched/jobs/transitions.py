@@ -132,10 +132,3 @@ def set_fields(job_id: str, **values: Any) -> None:
     except BaseException:
         db.session.rollback()
         raise
-
-
-def status_of(job_id: str) -> str | None:
-    """Return the job's current status straight from the database."""
-    return db.session.execute(
-        sa.select(jobs_table.c.status).where(jobs_table.c.id == job_id)
-    ).scalar()
