@@ -129,9 +129,7 @@ def _rehand_queued(full: bool) -> dict[str, int]:
     settled = now - SETTLE
     query = sa.select(
         Job.id, Job.attempts, Job.project_id, Job.next_attempt_at, Job.needs_handoff
-    ).where(
-        Job.status == JobStatus.QUEUED, Job.updated_at < settled
-    )
+    ).where(Job.status == JobStatus.QUEUED, Job.updated_at < settled)
     if not full:
         query = query.where(sa.or_(Job.needs_handoff.is_(True), Job.next_attempt_at < settled))
     rows = db.session.execute(query.order_by(Job.id)).all()

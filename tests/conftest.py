@@ -44,6 +44,13 @@ TEST_PLANS: dict[str, dict[str, int | None]] = {
         "monthly_quota": None,
         "delivery_timeout": 2,
     },
+    # Flow-control and engine tests: slow endpoints, many in flight.
+    "engine": {
+        **DEFAULT_PLANS["scale"],
+        "rate_per_minute": 1_000_000,
+        "monthly_quota": None,
+        "delivery_timeout": 40,
+    },
 }
 
 #: Settings shared by the test app and the worker/scheduler processes of end-to-end tests.
@@ -54,7 +61,8 @@ E2E_ENV = {
     "RECONCILE_INTERVAL": "1",
     "WORKER_LOST_GRACE": "1",
     "ALLOW_PRIVATE_WEBHOOKS": "1",
-    "WORKER_CONCURRENCY": "4",
+    "WORKER_CONCURRENCY": "2",
+    "WORKER_HEARTBEAT": "1",
     "DISPATCHED_ENV": "test",
     "SECRET_KEY": "test-secret-key",
     "LOG_LEVEL": "INFO",
@@ -98,6 +106,7 @@ def make_app(database_url: str, redis_url: str, **overrides: Any) -> Flask:
         "PLANS": TEST_PLANS,
         "RECONCILE_INTERVAL": 1.0,
         "WORKER_LOST_GRACE": 1.0,
+        "WORKER_HEARTBEAT": 1.0,
     }
     settings.update(overrides)
     return create_app(TestConfig, **settings)
@@ -232,13 +241,13 @@ def processes(app: Flask, database_url: str, redis_url: str, tmp_path) -> Iterat
 
 @pytest.fixture()
 def delivery_stack(processes: Processes, redis: Redis) -> Processes:
-    """worker.py (4 workers) and scheduler.py running and ready."""
+    """worker.py (2 worker processes) and scheduler.py running and ready."""
     processes.start("worker", "worker.py")
     processes.start("scheduler", "scheduler.py")
     wait_for(
-        lambda: redis.scard("rq:workers:dispatched") >= 4,
+        lambda: redis.scard("rq:workers:dispatched") >= 2,
         timeout=30,
-        message="4 RQ workers registered",
+        message="2 RQ workers registered",
     )
     wait_for(
         lambda: redis.exists("dispatched:reconciler:epoch"),
@@ -246,3 +255,15 @@ def delivery_stack(processes: Processes, redis: Redis) -> Processes:
         message="the scheduler's first reconcile pass",
     )
     return processes
+
+
+@pytest.fixture()
+def release_pass(app: Flask):
+    """Run one pass of the release loop in this process (what scheduler.py does each tick)."""
+    from dispatched import jobs, transport
+
+    def run() -> None:
+        with app.app_context():
+            transport.run_scheduler(jobs.on_tick, 0.25, burst=True)
+
+    return run

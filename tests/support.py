@@ -48,6 +48,9 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
+    #: Requests being answered right now, per path, and the most seen at once.
+    in_flight: dict[str, int] = field(default_factory=dict)
+    max_in_flight: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> Receiver:
         receiver = self
@@ -66,10 +69,19 @@ class Receiver:
                         Received(self.path, dict(self.headers.items()), body, time.time())
                     )
                     n = sum(1 for r in receiver.requests if r.path == self.path)
+                    now = receiver.in_flight.get(self.path, 0) + 1
+                    receiver.in_flight[self.path] = now
+                    receiver.max_in_flight[self.path] = max(
+                        now, receiver.max_in_flight.get(self.path, 0)
+                    )
                 behaviour = receiver.behaviours.get(self.path, answer(200))
                 status, headers, reply, delay = behaviour(n)
-                if delay:
-                    receiver.release.wait(delay)
+                try:
+                    if delay:
+                        receiver.release.wait(delay)
+                finally:
+                    with receiver.lock:
+                        receiver.in_flight[self.path] -= 1
                 if status in (204, 304):
                     reply = b""  # these statuses carry no body (HTTP/1.1)
                 self.send_response(status)
@@ -166,3 +178,24 @@ class Processes:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 self.kill(name)
             self.procs.pop(name, None)
+
+
+def wakes(redis: Any) -> list[int]:
+    """Project ids waiting on the release loop's wake list, oldest first."""
+    from dispatched.transport_rq import WAKE_KEY
+
+    return [int(x) for x in reversed(redis.lrange(WAKE_KEY, 0, -1))]
+
+
+def handed_over(redis: Any, queue: str = "dispatched") -> list[tuple[str | None, list[list[Any]]]]:
+    """The RQ hand-over jobs on the delivery queue: ``(holder, [[job_id, attempt], ...])``."""
+    from rq.job import Job as RQJob
+
+    result = []
+    for rq_id in redis.lrange(f"rq:queue:{queue}", 0, -1):
+        job = RQJob.fetch(rq_id.decode(), connection=redis)
+        assert job.func_name == "dispatched.delivery.deliver_batch"
+        holder, attempts = job.args
+        assert holder is None or holder == f"rq:{job.id}"
+        result.append((holder, attempts))
+    return result

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from rq.job import Job as RQJob
 
 from dispatched.clock import parse_iso
 from dispatched.transport_rq import SCHEDULED_KEY
+from tests.support import handed_over, wakes
 
 SCHEDULED = SCHEDULED_KEY
 QUEUE = "rq:queue:dispatched"
@@ -31,7 +31,9 @@ def scheduled(redis) -> dict[str, float]:
     return {k.decode(): v for k, v in redis.zrange(SCHEDULED, 0, -1, withscores=True)}
 
 
-def test_dispatch_now_enqueues_attempt_one(client, team, redis):
+def test_dispatch_now_wakes_the_release_loop_which_hands_attempt_one_over(
+    client, team, redis, release_pass
+):
     before = datetime.now(UTC)
     r = dispatch(client, team, {"payload": {"order": 42, "items": [1, 2]}, "maxRetries": 2})
     assert r.status_code == 201
@@ -42,14 +44,18 @@ def test_dispatch_now_enqueues_attempt_one(client, team, redis):
     assert body["maxRetries"] == 2
     assert before - timedelta(seconds=1) <= parse_iso(body["scheduledFor"]) <= datetime.now(UTC)
 
-    # Redis: attempt 1 is on the delivery queue, nothing is scheduled.
-    rq_id = f"{body['jobId']}-1"
-    assert queued_ids(redis) == [rq_id]
-    assert scheduled(redis) == {}
-    rq_job = RQJob.fetch(rq_id, connection=redis)
-    assert rq_job.func_name == "dispatched.delivery.deliver"
-    assert rq_job.args == (body["jobId"], 1)
+    # Committed QUEUED and due; Redis: the project is on the wake list, nothing is scheduled.
+    job = client.get(f"/api/jobs/{body['jobId']}", headers=team.headers).json
+    assert job["status"] == "QUEUED"
+    assert parse_iso(job["nextAttemptAt"]) <= datetime.now(UTC)
+    assert wakes(redis) == [team.project_id]
+    assert queued_ids(redis) == [] and scheduled(redis) == {}
 
+    # One pass of the release loop: released under flow control, one hand-over RQ job.
+    release_pass()
+    assert wakes(redis) == []
+    [(holder, attempts)] = handed_over(redis)
+    assert holder is not None and attempts == [[body["jobId"], 1]]
     job = client.get(f"/api/jobs/{body['jobId']}", headers=team.headers).json
     assert job["status"] == "DISPATCHED"
     assert job["payload"] == {"order": 42, "items": [1, 2]}
@@ -85,7 +91,7 @@ def test_scheduled_for_alias_and_offsets(client, team, redis):
     r = dispatch(client, team, {"payload": {}, "scheduleFor": "2026-01-01T10:00:00+05:30"})
     assert r.status_code == 201  # past → now
     assert parse_iso(r.json["scheduledFor"]) > datetime(2026, 1, 1, 4, 30, tzinfo=UTC)
-    assert len(queued_ids(redis)) == 1 and len(scheduled(redis)) == 2
+    assert wakes(redis) == [team.project_id] and len(scheduled(redis)) == 2
 
 
 def test_max_retries_defaults_to_and_is_capped_by_plan(client, make_team):
@@ -97,8 +103,9 @@ def test_max_retries_defaults_to_and_is_capped_by_plan(client, make_team):
     assert dispatch(client, scale, {"payload": {}}).json["maxRetries"] == 10
 
 
-def test_get_list_and_paging(client, team):
+def test_get_list_and_paging(client, team, release_pass):
     ids = [dispatch(client, team, {"payload": {"n": n}}).json["jobId"] for n in range(5)]
+    release_pass()
     page = client.get("/api/jobs?limit=2", headers=team.headers).json
     seen = [j["jobId"] for j in page["jobs"]]
     while page["nextCursor"]:
@@ -131,11 +138,13 @@ def test_cancel_queued_job_removes_it_from_redis(client, team, redis):
     assert again.json["data"]["message"] == "Job is not in QUEUED status"
 
 
-def test_cancel_dispatched_job_conflicts(client, team, redis):
+def test_cancel_dispatched_job_conflicts(client, team, redis, release_pass):
     job_id = dispatch(client, team).json["jobId"]
+    release_pass()
+    before = handed_over(redis)
     r = client.delete(f"/api/jobs/{job_id}", headers=team.headers)
     assert r.status_code == 409 and r.json["data"]["status"] == "DISPATCHED"
-    assert queued_ids(redis) == [f"{job_id}-1"]  # untouched
+    assert handed_over(redis) == before and before[0][1] == [[job_id, 1]]  # untouched
 
 
 def test_patch_moves_the_scheduled_attempt(client, team, redis):
@@ -151,15 +160,18 @@ def test_patch_moves_the_scheduled_attempt(client, team, redis):
     assert queued_ids(redis) == []
 
 
-def test_patch_null_dispatches_now(client, team, redis):
+def test_patch_null_dispatches_now(client, team, redis, release_pass):
     when = datetime.now(UTC) + timedelta(hours=1)
     job_id = dispatch(client, team, {"payload": {}, "scheduleFor": iso(when)}).json["jobId"]
     r = client.patch(f"/api/jobs/{job_id}", json={"scheduledFor": None}, headers=team.headers)
     assert r.status_code == 200
-    assert r.json["status"] == "DISPATCHED"
+    assert r.json["status"] == "QUEUED"
     assert parse_iso(r.json["scheduledFor"]) <= datetime.now(UTC)
+    assert parse_iso(r.json["nextAttemptAt"]) <= datetime.now(UTC)
     assert scheduled(redis) == {}
-    assert queued_ids(redis) == [f"{job_id}-1"]
+    assert wakes(redis) == [team.project_id]
+    release_pass()
+    assert [attempts for _, attempts in handed_over(redis)] == [[[job_id, 1]]]
     # Not QUEUED any more: neither PATCH nor cancel applies.
     r = client.patch(f"/api/jobs/{job_id}", json={"scheduledFor": None}, headers=team.headers)
     assert r.status_code == 409 and r.json["error"] == "CONFLICT"
@@ -172,7 +184,7 @@ def test_attempts_of_new_job_is_empty(client, team):
     assert r.json == {"jobId": job_id, "attempts": []}
 
 
-def test_replay_only_failed_jobs(app, client, team, redis):
+def test_replay_only_failed_jobs(app, client, team, redis, release_pass):
     job_id = dispatch(client, team).json["jobId"]
     r = client.post(f"/api/jobs/{job_id}/replay", headers=team.headers)
     assert r.status_code == 409 and r.json["data"]["message"] == "Job is not in FAILED status"
@@ -188,10 +200,11 @@ def test_replay_only_failed_jobs(app, client, team, redis):
     redis.flushdb()
     r = client.post(f"/api/jobs/{job_id}/replay", headers=team.headers)
     assert r.status_code == 200, r.json
-    assert r.json["status"] == "DISPATCHED"
+    assert r.json["status"] == "QUEUED"
     assert r.json["attempts"] == 4
     # Attempt numbers keep counting: the replay's first attempt is number 5.
-    assert queued_ids(redis) == [f"{job_id}-5"]
+    release_pass()
+    assert [attempts for _, attempts in handed_over(redis)] == [[[job_id, 5]]]
     with app.app_context():
         assert db.session.get(Job, job_id).retry_base == 4
 
@@ -221,7 +234,7 @@ def test_idempotent_repeat_returns_same_job(client, team, redis):
     second = client.post("/api/jobs/dispatch", json={"payload": {"n": 2}}, headers=headers)
     assert first.status_code == 201 and second.status_code == 200
     assert second.json["jobId"] == first.json["jobId"]
-    assert len(queued_ids(redis)) == 1
+    assert wakes(redis) == [team.project_id]
     assert client.get("/api/usage", headers=team.headers).json["jobsThisMonth"] == 1
     other = client.post(
         "/api/jobs/dispatch", json={"payload": {}}, headers={**team.headers, "Idempotency-Key": "x"}

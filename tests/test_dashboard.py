@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from dispatched.clock import parse_iso
 from dispatched.extensions import db
 from dispatched.models import Project
 
@@ -179,7 +180,7 @@ def test_rotate_secret_keeps_previous(app, client, owner):
         assert project.previous_webhook_secret == old
 
 
-def test_jobs_table_filters_and_actions(app, client, owner):
+def test_jobs_table_filters_and_actions(app, client, owner, release_pass):
     with app.app_context():
         from dispatched import keys
 
@@ -193,6 +194,7 @@ def test_jobs_table_filters_and_actions(app, client, owner):
     now = client.post("/api/jobs/dispatch", json={"payload": {"b": 2}}, headers=headers).json[
         "jobId"
     ]
+    release_pass()  # the job due now leaves QUEUED
     rows = client.get(f"/p/{owner}/jobs/rows").get_data(as_text=True)
     assert queued in rows and now in rows and rows.strip().startswith("<tbody")
     only = client.get(f"/p/{owner}/jobs/rows?status=QUEUED").get_data(as_text=True)
@@ -308,7 +310,9 @@ def test_job_page_reschedule_and_replay(app, client, owner):
         f"{url}/replay", data={"csrf_token": token}, headers={"HX-Request": "true"}
     )
     assert "fresh retry budget" in replayed.get_data(as_text=True)
-    assert client.get(f"/api/jobs/{job_id}", headers=headers).json["status"] == "DISPATCHED"
+    replayed_job = client.get(f"/api/jobs/{job_id}", headers=headers).json
+    assert replayed_job["status"] == "QUEUED" and replayed_job["attempts"] == 4
+    assert parse_iso(replayed_job["nextAttemptAt"]) <= datetime.now(UTC)
     assert (
         client.post(f"/p/{owner}/jobs/job_nope/replay", data={"csrf_token": token}).status_code
         == 404

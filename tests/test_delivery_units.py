@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from dispatched import outbound, retry, signing, webhooks
 from dispatched.models import Project
 from dispatched.transport_rq import SCHEDULED_KEY
-from tests.support import answer
+from tests.support import answer, handed_over
 
 
 def test_retry_delays_default_schedule_then_doubling_to_cap():
@@ -175,15 +175,16 @@ def test_on_due_leaves_no_transaction_open_after_a_db_error(app, monkeypatch):
 
         monkeypatch.setattr(db.session, "execute", failing_execute)
         with pytest.raises(sa.exc.OperationalError):
-            jobs.on_due([("job_doesnotexist", 1)])
+            jobs.on_tick([("job_doesnotexist", 1)], set())
         assert not db.session().in_transaction()
         monkeypatch.setattr(db.session, "execute", real_execute)
-        assert jobs.on_due([("job_doesnotexist", 1)]) == {("job_doesnotexist", 1): False}
+        tick = jobs.on_tick([("job_doesnotexist", 1)], set())
+        assert tick.decisions == {("job_doesnotexist", 1): False} and tick.groups == []
 
 
 def test_scheduler_releases_a_due_batch_in_one_tick(app, client, make_team, redis):
-    """One tick: due attempts released (DB DISPATCHED + queued), a cancelled one dropped, one
-    rescheduled later (Redis not told) held until its real time."""
+    """One tick: due attempts released (DB DISPATCHED + handed over in groups), a cancelled one
+    dropped, one rescheduled later (Redis not told) held until its real time."""
     import time as _time
 
     from dispatched import jobs, transport_rq
@@ -211,13 +212,16 @@ def test_scheduler_releases_a_due_batch_in_one_tick(app, client, make_team, redi
         db.session.commit()
     _time.sleep(2.1)
     with app.app_context():
-        scheduler = transport_rq.DispatchScheduler(
-            queue_name="dispatched", connection=redis, on_due=jobs.on_due
+        scheduler = transport_rq.ReleaseScheduler(
+            queue_name="dispatched", connection=redis, on_tick=jobs.on_tick
         )
-        scheduler.enqueue_jobs()
+        scheduler.release(set())
         statuses = {job.id: job.status for job in db.session.query(Job)}
-    queued = {x.decode() for x in redis.lrange("rq:queue:dispatched", 0, -1)}
-    assert queued == {f"{job_id}-1" for job_id in ids[2:]}
+    groups = handed_over(redis)
+    assert len(groups) == 5 and all(len(attempts) <= 8 for _, attempts in groups)
+    assert sorted(ref for _, attempts in groups for ref in attempts) == sorted(
+        [job_id, 1] for job_id in ids[2:]
+    )
     assert all(statuses[job_id] == "DISPATCHED" for job_id in ids[2:])
     assert statuses[cancelled] == "CANCELLED" and statuses[moved] == "QUEUED"
     remaining = {k.decode(): v for k, v in redis.zrange(SCHEDULED_KEY, 0, -1, withscores=True)}

@@ -11,6 +11,7 @@ import requests
 from dispatched.extensions import db
 from dispatched.models import Job
 from dispatched.transport_rq import SCHEDULED_KEY
+from tests.support import handed_over
 
 
 def dispatch(client, team, **body):
@@ -143,22 +144,60 @@ def _race(live_server, team, job_id, actions) -> list[int]:
         return list(pool.map(run, actions))
 
 
-def test_cancel_and_patch_race_has_one_winner(app, client, live_server, make_team, redis):
+def test_cancel_and_patch_race_has_one_cancel(
+    app, client, live_server, make_team, redis, release_pass
+):
+    """PATCH to now keeps a job QUEUED (due, waiting for the release loop), so it may still be
+    cancelled: exactly one cancel wins, and a cancelled job is never handed over."""
     team = make_team("unlimited")
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     for _ in range(5):
         job_id = dispatch(client, team, scheduleFor=later).json["jobId"]
         statuses = _race(live_server, team, job_id, ["cancel", "patch"] * 4)
-        assert statuses.count(200) == 1 and statuses.count(409) == 7, statuses
+        cancels, patches = statuses[0::2], statuses[1::2]
+        assert cancels.count(200) == 1 and cancels.count(409) == 3, statuses
+        assert set(patches) <= {200, 409}, statuses
+        with app.app_context():
+            assert db.session.get(Job, job_id).status == "CANCELLED"
+        release_pass()
+        assert handed_over(redis) == []
+        assert redis.zscore(SCHEDULED_KEY, f"{job_id}-1") is None
+
+
+def test_cancel_and_release_race_has_one_winner(app, client, live_server, make_team, redis):
+    """The release loop (QUEUED → DISPATCHED) and cancels (QUEUED → CANCELLED) race on the same
+    compare-and-set: one winner, and a cancelled job is never handed to a worker."""
+    from dispatched import jobs, transport
+
+    team = make_team("unlimited")
+
+    def release(barrier: threading.Barrier) -> None:
+        barrier.wait()
+        with app.app_context():  # one pass of the release loop, as scheduler.py makes it
+            tick = jobs.on_tick([], {team.project_id})
+            transport.hand_over(tick.groups, 0)
+
+    def cancel(barrier: threading.Barrier, job_id: str) -> int:
+        barrier.wait()
+        url = f"{live_server}/api/jobs/{job_id}"
+        return requests.delete(url, headers=team.headers, timeout=30).status_code
+
+    for _ in range(5):
+        redis.flushdb()
+        job_id = dispatch(client, team).json["jobId"]
+        barrier = threading.Barrier(4)
+        with ThreadPoolExecutor(4) as pool:
+            releasing = pool.submit(release, barrier)
+            statuses = list(pool.map(lambda _: cancel(barrier, job_id), range(3)))  # noqa: B023
+            releasing.result()
         with app.app_context():
             final = db.session.get(Job, job_id).status
-        winner = ["cancel", "patch"][0 if final == "CANCELLED" else 1]
-        assert final in ("CANCELLED", "DISPATCHED")
-        assert statuses[["cancel", "patch"].index(winner) :: 2].count(200) == 1
-        # Redis agrees with the DB: a cancelled job has no entry left, a dispatched one is queued.
-        queued = [x.decode() for x in redis.lrange("rq:queue:dispatched", 0, -1)]
-        assert (f"{job_id}-1" in queued) == (final == "DISPATCHED")
-        assert redis.zscore(SCHEDULED_KEY, f"{job_id}-1") is None
+        handed = [ref for _, refs in handed_over(redis) for ref in refs]
+        if final == "CANCELLED":
+            assert statuses.count(200) == 1 and handed == []
+        else:
+            assert final == "DISPATCHED" and statuses == [409] * 3
+            assert handed == [[job_id, 1]]
 
 
 def test_double_cancel_has_one_winner(live_server, client, make_team):

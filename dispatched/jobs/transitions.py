@@ -103,18 +103,18 @@ def move(
 
 
 def move_many(
-    attempts: Sequence[tuple[str, int]],
+    refs: Sequence[tuple[str, int]],
     from_status: str,
     to_status: str,
     *,
     guard: dict[str, Any] | None = None,
     **values: Any,
 ) -> set[str]:
-    """Move every job of ``attempts`` (``(job_id, attempts made)`` pairs) that is still in
+    """Move every job of ``refs`` (``(job_id, attempts made)`` pairs) that is still in
     ``from_status`` at that count; return the ids that moved. The caller commits."""
     moved: set[str] = set()
-    for start in range(0, len(attempts), 500):
-        chunk = attempts[start : start + 500]
+    for start in range(0, len(refs), 500):
+        chunk = refs[start : start + 500]
         stmt = statement([from_status], to_status, guard=guard, **values).where(
             sa.tuple_(jobs_table.c.id, jobs_table.c.attempts).in_(list(chunk))
         )

@@ -1,0 +1,213 @@
+"""The concurrent delivery engine end to end (DESIGN.md §9): real worker.py and scheduler.py
+processes, the DB, Redis and a real HTTP receiver. Flow control, fairness, back-pressure,
+process life."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from dispatched.extensions import db
+from dispatched.models import Attempt, Job, Project, ProjectFlow
+from tests.support import answer, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def dispatch(live_server, team, n=1, **body):
+    ids = []
+    with requests.Session() as http:
+        for i in range(n):
+            r = http.post(
+                f"{live_server}/api/jobs/dispatch",
+                json={"payload": {"n": i}, **body},
+                headers=team.headers,
+                timeout=10,
+            )
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["jobId"])
+    return ids
+
+
+def statuses(app, ids):
+    with app.app_context():
+        rows = db.session.execute(sa.select(Job.id, Job.status).where(Job.id.in_(ids))).all()
+        db.session.rollback()
+        return dict(rows)
+
+
+def wait_all(app, ids, status="COMPLETED", timeout=60.0):
+    wait_for(
+        lambda: set(statuses(app, ids).values()) == {status},
+        timeout=timeout,
+        interval=0.2,
+        message=f"{len(ids)} jobs {status}",
+    )
+
+
+def set_flow(app, project_id, parallelism=None, rate=None):
+    with app.app_context():
+        project = db.session.get(Project, project_id)
+        project.parallelism, project.rate_per_second = parallelism, rate
+        db.session.commit()
+
+
+def flow_row(app, project_id):
+    with app.app_context():
+        row = db.session.get(ProjectFlow, project_id, populate_existing=True)
+        db.session.rollback()
+        return row
+
+
+def test_parallelism_cap_holds_across_two_worker_processes(
+    app, live_server, make_team, receiver, processes
+):
+    team = make_team("engine", webhook_url=receiver.on("/slow", answer(200, delay=0.4)))
+    set_flow(app, team.project_id, parallelism=3)
+    processes.start("worker-a", "worker.py", WORKER_CONCURRENCY="1")
+    processes.start("worker-b", "worker.py", WORKER_CONCURRENCY="1")
+    processes.start("scheduler", "scheduler.py")
+    ids = dispatch(live_server, team, 24)
+    wait_all(app, ids, timeout=60)
+    assert receiver.max_in_flight["/slow"] == 3  # reached, never exceeded
+    assert len(receiver.received("/slow")) == 24
+    delivered_by = [name for name in ("worker-a", "worker-b") if "→ success" in processes.log(name)]
+    assert delivered_by == ["worker-a", "worker-b"], "both processes took a share"
+
+
+def test_rate_per_second_holds_in_every_one_second_window(
+    app, live_server, make_team, receiver, delivery_stack
+):
+    team = make_team("engine", webhook_url=receiver.on("/rate", answer(200)))
+    set_flow(app, team.project_id, rate=5)
+    ids = dispatch(live_server, team, 20)
+    wait_all(app, ids, timeout=60)
+    starts = sorted(r.at for r in receiver.received("/rate"))
+    assert len(starts) == 20
+    busiest = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
+    assert busiest <= 6, f"{busiest} starts in one second at ratePerSecond 5"
+    span = starts[-1] - starts[0]
+    assert 19 / 5 - 1.0 <= span <= 19 / 5 + 2.0, span  # the rate is met, not undershot
+
+
+def test_noisy_neighbour_does_not_delay_another_project(
+    app, live_server, make_team, receiver, delivery_stack
+):
+    noisy = make_team("engine", webhook_url=receiver.on("/noisy", answer(200, delay=3.0)))
+    set_flow(app, noisy.project_id, parallelism=50)
+    quiet = make_team("e2e", webhook_url=receiver.on("/quiet", answer(200)))
+    dispatch(live_server, noisy, 500)
+    wait_for(lambda: receiver.in_flight.get("/noisy", 0) >= 45, timeout=30, message="A busy")
+    lags = []
+    for _ in range(8):
+        sent = time.time()
+        [job_id] = dispatch(live_server, quiet, 1)
+        got = wait_for(
+            lambda job_id=job_id: [
+                r for r in receiver.received("/quiet") if r.json["jobId"] == job_id
+            ],
+            timeout=10,
+            interval=0.01,
+            message="B's job delivered",
+        )
+        lags.append(got[0].at - sent)
+        time.sleep(0.2)
+    assert max(lags) < 1.0, lags
+    assert receiver.max_in_flight["/noisy"] <= 50
+
+
+def test_throttling_halves_parallelism_and_successes_recover_it(
+    app, live_server, make_team, receiver, delivery_stack
+):
+    def throttle_twice(n):
+        return (429, {}, b"slow down", 0.0) if n <= 2 else (200, {}, b"ok", 0.05)
+
+    team = make_team("engine", webhook_url=receiver.on("/throttle", throttle_twice))
+    set_flow(app, team.project_id, parallelism=8)
+    [first] = dispatch(live_server, team, 1)
+    wait_for(lambda: len(receiver.received("/throttle")) >= 1, message="first request")
+    [second] = dispatch(live_server, team, 1)
+    wait_for(
+        lambda: (row := flow_row(app, team.project_id)) and row.effective == 2,
+        timeout=20,
+        message="two 429s halve 8 to 2",
+    )
+    ids = dispatch(live_server, team, 60)
+    wait_all(app, [first, second, *ids], timeout=60)
+    # 20 successes in a row add one back each time: 2 → 3 → 4 (…) but never above 8.
+    row = flow_row(app, team.project_id)
+    assert row.effective is None or 3 <= row.effective < 8, row.effective
+
+
+def test_retry_after_pauses_the_whole_project(
+    app, live_server, make_team, receiver, delivery_stack
+):
+    def busy_first(n):
+        return (503, {"Retry-After": "2"}, b"busy", 0.0) if n == 1 else (200, {}, b"ok", 0.0)
+
+    team = make_team("engine", webhook_url=receiver.on("/busy", busy_first))
+    set_flow(app, team.project_id, parallelism=1)
+    ids = dispatch(live_server, team, 5)
+    wait_all(app, ids, timeout=30)
+    times = [r.at for r in receiver.received("/busy")]
+    assert len(times) == 6  # the 503, its retry, four others
+    assert times[1] - times[0] >= 1.9, "no attempt of the project during the pause"
+
+
+def _attempt_outcomes(app, ids):
+    with app.app_context():
+        rows = db.session.execute(
+            sa.select(Attempt.job_id, Attempt.number, Attempt.outcome, Attempt.finished_at).where(
+                Attempt.job_id.in_(ids)
+            )
+        ).all()
+        db.session.rollback()
+        return rows
+
+
+def test_sigkill_with_50_in_flight_fails_them_over_within_30s(
+    app, live_server, make_team, receiver, processes
+):
+    seen: set[str] = set()
+
+    def behaviour(n):  # the first request of each job hangs; its retry answers at once
+        body = receiver.received("/kill")[n - 1].json
+        if body["jobId"] in seen:
+            return 200, {}, b"ok", 0.0
+        seen.add(body["jobId"])
+        return 200, {}, b"late", 35.0
+
+    team = make_team("engine", webhook_url=receiver.on("/kill", behaviour))
+    processes.start("worker", "worker.py", WORKER_CONCURRENCY="1")
+    processes.start("scheduler", "scheduler.py")
+    ids = dispatch(live_server, team, 55)
+    wait_for(lambda: receiver.in_flight.get("/kill", 0) >= 55, timeout=30, message="55 in flight")
+    killed_at = time.time()
+    processes.kill("worker", signal.SIGKILL)
+    processes.start("worker2", "worker.py", WORKER_CONCURRENCY="1")
+    wait_all(app, ids, timeout=60)
+    done_at = time.time()
+    rows = _attempt_outcomes(app, ids)
+    lost = [r for r in rows if r.outcome == "worker_lost"]
+    assert len(lost) == 55 and {r.number for r in lost} == {1}
+    assert all(r.finished_at.timestamp() - killed_at < 30 for r in lost)
+    assert sorted(r.outcome for r in rows if r.number == 2) == ["success"] * 55
+    assert done_at - killed_at < 35
+
+
+def test_sigterm_with_50_in_flight_drains_them(app, live_server, make_team, receiver, processes):
+    team = make_team("engine", webhook_url=receiver.on("/drain", answer(200, delay=3.0)))
+    worker = processes.start("worker", "worker.py", WORKER_CONCURRENCY="1")
+    processes.start("scheduler", "scheduler.py")
+    ids = dispatch(live_server, team, 55)
+    wait_for(lambda: receiver.in_flight.get("/drain", 0) >= 50, timeout=30, message="50 in flight")
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(20)
+    assert worker.returncode == 0, processes.log("worker")
+    assert set(statuses(app, ids).values()) == {"COMPLETED"}
+    rows = _attempt_outcomes(app, ids)
+    assert len(rows) == 55 and {r.outcome for r in rows} == {"success"}
