@@ -13,6 +13,7 @@ from dispatched.errors import BadRequest
 from dispatched.extensions import db
 from dispatched.ids import new_id
 from dispatched.models import Attempt, Job, JobStatus, Project, ProjectFlow
+from tests.test_dashboard import page_token, project_id_of, sign_up
 
 #: (parallelism, rate) the service refuses on the free plan (cap 5), and what the message says.
 BAD_VALUES = [
@@ -217,3 +218,86 @@ def test_percentile_is_nearest_rank():
     assert stats.percentile([7], 50) == stats.percentile([7], 99) == 7
     assert stats.percentile([1, 2, 3, 4], 50) == 2
     assert stats.percentile(list(range(1, 1001)), 99) == 990
+
+
+# --- the dashboard ----------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def owner(app, client) -> int:
+    assert sign_up(client).status_code == 200
+    return project_id_of(app, "Acme")
+
+
+def post_flow(client, project_id: int, parallelism: str, rate: str, token: str | None = None):
+    token = token or page_token(client, f"/p/{project_id}/webhook")
+    return client.post(
+        f"/p/{project_id}/webhook/flow",
+        data={"csrf_token": token, "parallelism": parallelism, "rate": rate},
+    )
+
+
+def test_overview_shows_lateness_and_parallelism(app, client, owner):
+    html = client.get(f"/p/{owner}/").get_data(as_text=True)
+    assert "Lateness, last hour" in html and "No attempts started in the last hour" in html
+    assert "5 <small>/ 5 in flight at most</small>" in html and "the free plan's cap" in html
+    assert "Paused until" not in html
+    with app.app_context():
+        add_attempts(owner, [10, 20, 30, 40, 1000], timedelta(minutes=1))
+        row = db.session.get(ProjectFlow, owner)
+        row.effective, row.paused_until = 2, clock.utcnow() + timedelta(minutes=10)
+        db.session.commit()
+    save(app, owner, 4, 2.5)
+    html = client.get(f"/p/{owner}/").get_data(as_text=True)
+    assert "30 <small>ms p50</small> · 1000 <small>ms p99</small>" in html
+    assert "over 5 attempts" in html
+    assert "2 <small>/ 4 in flight at most</small>" in html and "lowered by 429/503" in html
+    assert "at most 2.5 started a second" in html
+    assert "Paused until <time" in html and "Retry-After" in html
+
+
+def test_webhook_page_form_saves_and_resets(app, client, owner):
+    page = client.get(f"/p/{owner}/webhook").get_data(as_text=True)
+    assert "Flow control" in page and 'max="5"' in page and "The free plan allows up to 5" in page
+    r = post_flow(client, owner, "3", "2.5")
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/p/{owner}/webhook#flow")
+    assert stored(app, owner) == (3, 2.5)
+    page = client.get(f"/p/{owner}/webhook").get_data(as_text=True)
+    assert "Flow control saved." in page and 'value="3"' in page and 'value="2.5"' in page
+    assert "At most <strong>3</strong>" in page
+    assert post_flow(client, owner, " ", "").status_code == 302
+    assert stored(app, owner) == (None, None)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), BAD_TEXT)
+def test_webhook_page_form_shows_errors_inline(app, client, owner, field, value, message):
+    save(app, owner, 4, 1.5)
+    fields = {"parallelism": "3", "rate": "2", field: value}
+    r = post_flow(client, owner, fields["parallelism"], fields["rate"])
+    html = r.get_data(as_text=True)
+    assert r.status_code == 400
+    error = html.split('id="flow-error">', 1)[1].split("</p>", 1)[0]
+    assert message.replace("'", "&#39;") in error
+    assert f'value="{value}"' in html  # what was typed stays in the form
+    assert stored(app, owner) == (4, 1.5)
+
+
+def test_webhook_flow_form_needs_csrf(app, client, owner):
+    r = client.post(f"/p/{owner}/webhook/flow", data={"parallelism": "2", "rate": ""})
+    assert r.status_code == 400 and "CSRF" in r.get_data(as_text=True)
+    r = client.post(
+        f"/p/{owner}/webhook/flow",
+        data={"csrf_token": "forged", "parallelism": "2", "rate": ""},
+    )
+    assert r.status_code == 400
+    assert stored(app, owner) == (None, None)
+
+
+def test_another_teams_project_is_a_404(app, client, owner):
+    other = app.test_client()
+    sign_up(other, email="mallory@example.com", team="Mallory")
+    token = page_token(other, f"/p/{project_id_of(app, 'Mallory')}/webhook")
+    assert other.get(f"/p/{owner}/").status_code == 404
+    assert other.get(f"/p/{owner}/webhook").status_code == 404
+    assert post_flow(other, owner, "1", "1", token=token).status_code == 404
+    assert stored(app, owner) == (None, None)
