@@ -3,6 +3,7 @@ the service, the webhook page's form, the overview and ``admin set-flow``."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import timedelta
 
@@ -301,3 +302,64 @@ def test_another_teams_project_is_a_404(app, client, owner):
     assert other.get(f"/p/{owner}/webhook").status_code == 404
     assert post_flow(other, owner, "1", "1", token=token).status_code == 404
     assert stored(app, owner) == (None, None)
+
+
+# --- the admin CLI ----------------------------------------------------------------------------
+
+
+def set_flow(runner, *args: str):
+    return runner.invoke(args=["admin", "set-flow", *args])
+
+
+def test_cli_set_flow_merges_and_prints(app, runner, team):
+    pid = str(team.project_id)
+    result = set_flow(runner, pid, "--parallelism", "3", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["projectId"] == team.project_id and info["plan"] == "free"
+    assert info["flowControl"] == {"parallelism": 3, "ratePerSecond": None}
+    assert info["planParallelismCap"] == 5 and info["effectiveParallelism"] == 3
+    info = json.loads(set_flow(runner, pid, "--rate", "2.5", "--json").output)
+    assert info["flowControl"] == {"parallelism": 3, "ratePerSecond": 2.5}
+    assert stored(app, team.project_id) == (3, 2.5)
+
+    result = set_flow(runner, pid, "--reset-parallelism")
+    assert result.exit_code == 0, result.output
+    assert "parallelism  5 (the plan's cap; free cap 5)" in result.output
+    assert "rate         2.5/s" in result.output
+    result = set_flow(runner, pid, "--no-rate")
+    assert "rate         none" in result.output
+    assert stored(app, team.project_id) == (None, None)
+    assert set_flow(runner, pid).exit_code == 0  # no option: only prints
+
+
+@pytest.mark.parametrize(("field", "value", "message"), BAD_TEXT)
+def test_cli_set_flow_refuses_bad_values(app, runner, team, field, value, message):
+    save(app, team.project_id, 4, 1.5)
+    valid = {"parallelism": ["--parallelism", "2"], "rate": ["--rate", "3"]}
+    other = valid["rate" if field == "parallelism" else "parallelism"]
+    result = set_flow(runner, str(team.project_id), f"--{field}", value, *other)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert stored(app, team.project_id) == (4, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--parallelism", "3", "--reset-parallelism"], "not both"),
+        (["--rate", "1", "--no-rate"], "not both"),
+        (["--parallelism", ""], "parallelism must be an integer, got ''"),
+        (["--rate", " "], "ratePerSecond must be a number, got ''"),
+    ],
+)
+def test_cli_set_flow_refuses_contradictions_and_blanks(app, runner, team, args, message):
+    result = set_flow(runner, str(team.project_id), *args)
+    assert result.exit_code == 1 and message in result.stderr
+    assert stored(app, team.project_id) == (None, None)
+
+
+@pytest.mark.parametrize("ref", ["999999", "abc", "", "1" * 30])
+def test_cli_set_flow_unknown_project(runner, team, ref):
+    result = set_flow(runner, ref, "--parallelism", "2")
+    assert result.exit_code == 1 and result.stderr.startswith("error: no project")
