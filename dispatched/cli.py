@@ -9,9 +9,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import demo, keys, teams
+from . import clock, demo, flow_settings, keys, teams
 from .demo import DEMO_EMAIL, DEMO_PASSWORD
-from .errors import ServiceError, TransportUnavailable
+from .errors import BadRequest, ServiceError, TransportUnavailable
 
 #: ``AppGroup`` runs every command inside an app context.
 admin = AppGroup("admin", help="Manage teams, users, keys and plans.")
@@ -102,6 +102,57 @@ def set_plan(team: str, plan: str) -> None:
         _fail(exc)
         return
     click.echo(f"team {team_row.name} is now on plan {plan}")
+
+
+@admin.command("set-flow")
+@click.argument("project_id")
+@click.option("--parallelism", default=None, metavar="N", help="At most N attempts in flight.")
+@click.option("--reset-parallelism", is_flag=True, help="Back to the plan's cap.")
+@click.option("--rate", default=None, metavar="R", help="At most R attempt starts a second.")
+@click.option("--no-rate", is_flag=True, help="No rate limit.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def set_flow(
+    project_id: str,
+    parallelism: str | None,
+    reset_parallelism: bool,
+    rate: str | None,
+    no_rate: bool,
+    as_json: bool,
+) -> None:
+    """Set a project's flow control (only the options given change); print what is in force."""
+    if parallelism is not None and reset_parallelism:
+        _fail(BadRequest("give --parallelism or --reset-parallelism, not both"))
+    if rate is not None and no_rate:
+        _fail(BadRequest("give --rate or --no-rate, not both"))
+    changes: dict[str, object] = {}
+    try:
+        project = teams.find_project(project_id)
+        if reset_parallelism:
+            changes["parallelism"] = None
+        elif parallelism is not None:
+            changes["parallelism"] = flow_settings.parse_parallelism(parallelism)
+        if no_rate:
+            changes["rate"] = None
+        elif rate is not None:
+            changes["rate"] = flow_settings.parse_rate(rate)
+        status = (
+            flow_settings.set_flow_control(project, **changes)
+            if changes
+            else flow_settings.flow_status(project)
+        )
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        click.echo(json.dumps({"projectId": project.id, **status.to_dict()}))
+        return
+    chosen = "set" if status.parallelism_is_set else "the plan's cap"
+    click.echo(f"project      {project.name} (id {project.id}, team {project.team.name})")
+    click.echo(f"parallelism  {status.parallelism} ({chosen}; {status.plan} cap {status.cap})")
+    click.echo(f"rate         {f'{status.rate:g}/s' if status.rate is not None else 'none'}")
+    click.echo(f"effective    {status.effective}")
+    if status.paused_until:
+        click.echo(f"paused until {clock.isoformat(status.paused_until)}")
 
 
 @admin.command("seed-demo")

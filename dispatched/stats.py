@@ -1,17 +1,20 @@
-"""Read-only figures for the dashboard: jobs per day by status, latest failures."""
+"""Read-only figures for the dashboard: jobs per day by status, latest failures, lateness."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
 from . import clock
 from .extensions import db
-from .models import Job, JobStatus
+from .models import Attempt, Job, JobStatus
 
 CHART_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, "LIVE")
+#: Lateness percentiles are computed over at most this many of the most recent attempts.
+LATENESS_SAMPLE = 20_000
 
 
 @dataclass
@@ -69,3 +72,46 @@ def status_counts(project_id: int) -> dict[str, int]:
         .group_by(Job.status)
     ).all()
     return {status: count for status, count in rows}
+
+
+@dataclass(frozen=True)
+class Lateness:
+    """Lateness (due time → attempt start) of a project's recent attempts, in milliseconds."""
+
+    p50_ms: int
+    p99_ms: int
+    #: Attempts measured (at most LATENESS_SAMPLE, the most recent).
+    count: int
+
+    @property
+    def sampled(self) -> bool:
+        """More attempts started than were measured."""
+        return self.count >= LATENESS_SAMPLE
+
+
+def percentile(ordered: list[int], pct: float) -> int:
+    """Nearest-rank percentile of an ascending, non-empty list."""
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def lateness(project_id: int, since: datetime | None = None) -> Lateness | None:
+    """p50/p99 lateness of the project's attempts started since ``since`` (default: the last
+    hour), over the LATENESS_SAMPLE most recent; None when there were none."""
+    since = since or clock.utcnow() - timedelta(hours=1)
+    values = sorted(
+        db.session.execute(
+            sa.select(Attempt.lateness_ms)
+            .join(Job, Job.id == Attempt.job_id)
+            .where(
+                Job.project_id == project_id,
+                Attempt.started_at >= since,
+                Attempt.lateness_ms.is_not(None),
+            )
+            .order_by(Attempt.started_at.desc())
+            .limit(LATENESS_SAMPLE)
+        ).scalars()
+    )
+    if not values:
+        return None
+    return Lateness(percentile(values, 50), percentile(values, 99), len(values))

@@ -162,6 +162,16 @@ def get_project(team_id: int, project_id: int) -> Project:
     return project
 
 
+def find_project(ref: str) -> Project:
+    """Find any team's project by numeric id (the admin CLI's view), or raise NotFound."""
+    ref = ref.strip()
+    numeric = ref.isascii() and ref.isdigit() and len(ref) < 19  # fits a BIGINT
+    project = db.session.get(Project, int(ref)) if numeric else None
+    if project is None:
+        raise NotFound(f"no project {ref!r}")
+    return project
+
+
 def add_project(team: Team, name: str) -> Project:
     """Create a named project (environment) for the team, and commit."""
     name = (name or "").strip()

@@ -34,6 +34,13 @@ class BearerForm(FlaskForm):
     send_bearer = BooleanField("Send Authorization: Bearer <secret>")
 
 
+class FlowForm(FlaskForm):
+    """Flow control; the values are checked by ``flow_settings`` (messages repeat the input)."""
+
+    parallelism = StringField("Parallelism")
+    rate = StringField("Rate per second")
+
+
 class RescheduleForm(FlaskForm):
     when = StringField("New time (UTC)", validators=[Optional(), Length(max=64)])
 

@@ -7,7 +7,7 @@ from typing import Any
 from flask import flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from .. import clock, plans, stats, teams, usage
+from .. import clock, flow_settings, plans, stats, teams, usage
 from ..errors import ServiceError
 from . import bp
 from .charts import daily_chart
@@ -36,6 +36,8 @@ def overview(project_id: int) -> Any:
         days=days,
         failures=stats.recent_failures(project.id),
         counts=stats.status_counts(project.id),
+        lateness=stats.lateness(project.id),
+        flow=flow_settings.flow_status(project),
         now=clock.utcnow(),
     )
 

@@ -7,12 +7,12 @@ from typing import Any
 from flask import flash, redirect, render_template, url_for
 from flask_login import login_required
 
-from .. import echo_store, keys, webhooks
+from .. import echo_store, flow_settings, keys, webhooks
 from ..errors import NotFound, ServiceError
 from ..extensions import htmx
 from . import bp
 from .context import project_or_404
-from .forms import ActionForm, BearerForm, KeyForm, WebhookForm
+from .forms import ActionForm, BearerForm, FlowForm, KeyForm, WebhookForm
 
 
 @bp.get("/p/<int:project_id>/keys")
@@ -63,10 +63,23 @@ def revoke_key(project_id: int, key_id: int) -> Any:
     return redirect(url_for("dashboard.keys_page", project_id=project.id))
 
 
+def _flow_form(flow: flow_settings.FlowStatus) -> FlowForm:
+    """The flow-control form showing what the project chose (blank = the default)."""
+    return FlowForm(
+        formdata=None,
+        parallelism=str(flow.parallelism) if flow.parallelism_is_set else "",
+        rate=format(flow.rate, ".15g") if flow.rate is not None else "",
+    )
+
+
 def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
+    flow = flow_settings.flow_status(project)
     context = {
         "form": WebhookForm(formdata=None, url=project.webhook_url),
         "bearer_form": BearerForm(formdata=None, send_bearer=project.send_bearer_secret),
+        "flow": flow,
+        "flow_form": _flow_form(flow),
+        "flow_error": None,
         "action_form": ActionForm(),
         "echo_deliveries": echo_store.shown_for(project),
         "test_result": None,
@@ -97,6 +110,22 @@ def save_webhook(project_id: int) -> Any:
         return _webhook_page(project, 400)
     flash("Webhook URL saved." if project.webhook_url else "Webhook URL cleared.", "ok")
     return redirect(url_for("dashboard.webhook", project_id=project.id))
+
+
+@bp.post("/p/<int:project_id>/webhook/flow")
+@login_required
+def save_flow(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    form = FlowForm()
+    if not form.validate_on_submit():
+        flash("The form expired or is invalid; try again.", "error")
+        return _webhook_page(project, 400)
+    try:
+        flow_settings.set_from_form(project, form.parallelism.data or "", form.rate.data or "")
+    except ServiceError as exc:
+        return _webhook_page(project, 400, flow_form=form, flow_error=exc.message)
+    flash("Flow control saved.", "ok")
+    return redirect(url_for("dashboard.webhook", project_id=project.id, _anchor="flow"))
 
 
 @bp.post("/p/<int:project_id>/webhook/test")
