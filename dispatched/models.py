@@ -200,7 +200,11 @@ class Job(db.Model):
 
 class Attempt(db.Model):
     __tablename__ = "attempts"
-    __table_args__ = (sa.UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),)
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),
+        # Recent attempts (the overview's lateness over the last hour).
+        sa.Index("ix_attempts_started_at", "started_at"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))

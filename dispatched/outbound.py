@@ -43,10 +43,17 @@ class Result:
         return self.outcome == "success"
 
 
+#: Keep-alive connections kept per host: as many as a worker's threads may use at once.
+POOL_PER_HOST = 256
+#: Hosts with a connection pool at once (least recently used ones are closed beyond it).
+POOL_HOSTS = 500
+
+
 def session(allow_private: bool) -> HTTPSession:
-    """Return this process's pooled session (keep-alive to busy receivers)."""
+    """Return this process's pooled session (keep-alive to busy receivers), shared by every
+    delivery thread of the process (urllib3's pools are thread-safe)."""
     if allow_private not in _sessions:
-        _sessions[allow_private] = HTTPSession(
+        http = HTTPSession(
             Config(
                 ip_filter_enable=not allow_private,
                 ip_filter_allow_loopback_ips=False,
@@ -55,6 +62,11 @@ def session(allow_private: bool) -> HTTPSession:
                 user_agent_override=USER_AGENT,
             )
         )
+        for adapter in http.adapters.values():
+            # requests' default keeps 10 connections per host: with 64 threads posting to one
+            # busy endpoint, the rest would be opened and thrown away on every request.
+            adapter.init_poolmanager(POOL_HOSTS, POOL_PER_HOST)
+        _sessions[allow_private] = http
     return _sessions[allow_private]
 
 

@@ -26,6 +26,7 @@ def upgrade():
         )
     with op.batch_alter_table("attempts") as batch:
         batch.add_column(sa.Column("lateness_ms", sa.Integer(), nullable=True))
+        batch.create_index("ix_attempts_started_at", ["started_at"])
     op.create_table(
         "project_flow",
         sa.Column("project_id", sa.Integer(), nullable=False),
@@ -62,6 +63,7 @@ def downgrade():
     op.drop_table("worker_processes")
     op.drop_table("project_flow")
     with op.batch_alter_table("attempts") as batch:
+        batch.drop_index("ix_attempts_started_at")
         batch.drop_column("lateness_ms")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_index("ix_jobs_project_status_next")
