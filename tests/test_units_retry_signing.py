@@ -1,6 +1,6 @@
 """Pure unit tests of the retry policy and of webhook signing: no app, no DB, no Redis.
 
-These are the tests mutmut runs (``[tool.mutmut]`` in pyproject.toml): each one pins a value,
+mutmut runs these (``-m unit``, ``[tool.mutmut]`` in pyproject.toml): each one pins a value,
 so a changed constant, operator or branch in ``dispatched/retry.py`` or
 ``dispatched/signing.py`` fails one of them.
 """
@@ -18,6 +18,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from dispatched import retry, signing
+
+pytestmark = pytest.mark.unit
 
 # --- retry: DESIGN.md §6 ------------------------------------------------------------------------
 
