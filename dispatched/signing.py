@@ -2,7 +2,8 @@
 
 The signature is ``v1,<base64 HMAC-SHA256(secret_bytes, "<id>.<timestamp>.<body>")>``; during
 a secret rotation's grace period there is one signature per live secret, space-separated, so
-receivers holding either secret verify the delivery.
+receivers holding either secret verify the delivery. ``delivery_request`` builds the one body
+and header set every attempt (and the dashboard's test event) is sent with.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 from collections.abc import Sequence
+from typing import Any
 
 SECRET_PREFIX = "whsec_"
 
@@ -40,3 +43,38 @@ def headers(
         # Compatibility with existing Dispatched receivers and the official SDK's verifier.
         result["Authorization"] = f"Bearer {secrets[0]}"
     return result
+
+
+def delivery_request(
+    secrets: Sequence[str],
+    job_id: str,
+    attempt_id: str,
+    attempt_number: int,
+    payload: Any,
+    *,
+    timestamp: int,
+    bearer: bool,
+    user_agent: str,
+) -> tuple[bytes, dict[str, str]]:
+    """Return the body and headers of one delivery attempt (DESIGN.md §6), signed.
+
+    The body is compact UTF-8 JSON; ``attempt`` repeats ``attemptId`` under its older name. The
+    job id is the ``webhook-id``, the same on every attempt, so receivers dedupe on it.
+    """
+    body = json.dumps(
+        {
+            "jobId": job_id,
+            "attemptId": attempt_id,
+            "attempt": attempt_id,
+            "attemptNumber": attempt_number,
+            "payload": payload,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+    request_headers = {
+        "Content-Type": "application/json",
+        "User-Agent": user_agent,
+        **headers(secrets, job_id, timestamp, body, bearer=bearer),
+    }
+    return body, request_headers
