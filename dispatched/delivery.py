@@ -7,7 +7,6 @@ goes through ``jobs``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -26,24 +25,16 @@ def deliver(job_id: str, attempt: int) -> str:
     early = (delivery.not_before - clock.utcnow()).total_seconds()
     if early > 0:  # at most MAX_EARLY_SECONDS: start_attempt hands back anything earlier
         time.sleep(min(early, jobs.MAX_EARLY_SECONDS))
-    body = json.dumps(
-        {
-            "jobId": delivery.job_id,
-            "attemptId": delivery.attempt_id,
-            "attempt": delivery.attempt_id,
-            "attemptNumber": delivery.attempt_number,
-            "payload": delivery.payload,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode("utf-8")
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": outbound.USER_AGENT,
-        **signing.headers(
-            delivery.secrets, delivery.job_id, int(time.time()), body, bearer=delivery.bearer
-        ),
-    }
+    body, headers = signing.delivery_request(
+        delivery.secrets,
+        delivery.job_id,
+        delivery.attempt_id,
+        delivery.attempt_number,
+        delivery.payload,
+        timestamp=int(time.time()),
+        bearer=delivery.bearer,
+        user_agent=outbound.USER_AGENT,
+    )
     lateness = (clock.utcnow() - delivery.not_before).total_seconds()
     if delivery.url:
         result = outbound.post(
