@@ -115,6 +115,8 @@ class Config:
     PLANS = plans_from_env(os.environ)
 
     DELIVERY_QUEUE = os.environ.get("DELIVERY_QUEUE", "dispatched")
+    #: Which transport carries attempts to the workers (a key of ``transport.BACKENDS``).
+    TRANSPORT_BACKEND = os.environ.get("TRANSPORT_BACKEND", "rq-scheduler")
     #: Seconds before retry n (1-based); past the list, the delay doubles up to the cap.
     RETRY_DELAYS = as_float_list(os.environ.get("RETRY_DELAYS"), [30, 120, 300])
     RETRY_MAX_DELAY = as_int(os.environ.get("RETRY_MAX_DELAY"), 3600)

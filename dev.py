@@ -98,7 +98,15 @@ def run() -> int:
 
 
 def test(args: list[str]) -> int:
-    code = subprocess.call([str(PYTHON), "-m", "pytest", *args], cwd=ROOT)
+    """Run pytest on everything: pyproject's ``addopts`` keeps a bare ``pytest`` to the fast suite.
+
+    ``-m ''`` (no marker selection) goes in ``PYTEST_ADDOPTS``, which pytest reads after the
+    config's ``addopts`` and before the command line, and pytest keeps the last ``-m``: so an
+    ``-m`` of the user's, in ``PYTEST_ADDOPTS`` or in ``args``, still wins.
+    """
+    env = dict(os.environ)
+    env["PYTEST_ADDOPTS"] = f"-m '' {env.get('PYTEST_ADDOPTS', '')}".rstrip()
+    code = subprocess.call([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env)
     if code == 5:
         print("error: pytest collected no tests; that is not a pass", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from . import clock
 from .extensions import db
 
 
@@ -33,7 +34,7 @@ class UTCDateTime(sa.types.TypeDecorator):
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.utcnow()
 
 
 class JobStatus:
@@ -217,7 +218,8 @@ class Attempt(db.Model):
     error: Mapped[str | None] = mapped_column(sa.Text)
     #: Due time → request start, in milliseconds.
     lateness_ms: Mapped[int | None] = mapped_column(sa.Integer)
-    #: success | http_error | timeout | connection_error | refused | worker_lost
+    #: success | http_error | gone | timeout | connection_error | refused | error | worker_lost
+    #: (outbound.Result.outcome)
     outcome: Mapped[str | None] = mapped_column(sa.String(32))
 
 

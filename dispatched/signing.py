@@ -2,7 +2,8 @@
 
 The signature is ``v1,<base64 HMAC-SHA256(secret_bytes, "<id>.<timestamp>.<body>")>``; during
 a secret rotation's grace period there is one signature per live secret, space-separated, so
-receivers holding either secret verify the delivery.
+receivers holding either secret verify the delivery. ``delivery_request`` builds the one body
+and header set every attempt (and the dashboard's test event) is sent with.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Sequence
+from typing import Any
 
 SECRET_PREFIX = "whsec_"
 
@@ -45,19 +47,23 @@ def headers(
 
 def delivery_request(
     secrets: Sequence[str],
-    msg_id: str,
+    job_id: str,
     attempt_id: str,
     attempt_number: int,
-    payload: object,
+    payload: Any,
     *,
-    bearer: bool,
     timestamp: int,
+    bearer: bool,
     user_agent: str,
 ) -> tuple[bytes, dict[str, str]]:
-    """Return the body and headers of one webhook delivery (DESIGN.md §6)."""
+    """Return the body and headers of one delivery attempt (DESIGN.md §6), signed.
+
+    The body is compact UTF-8 JSON; ``attempt`` repeats ``attemptId`` under its older name. The
+    job id is the ``webhook-id``, the same on every attempt, so receivers dedupe on it.
+    """
     body = json.dumps(
         {
-            "jobId": msg_id,
+            "jobId": job_id,
             "attemptId": attempt_id,
             "attempt": attempt_id,
             "attemptNumber": attempt_number,
@@ -69,6 +75,6 @@ def delivery_request(
     request_headers = {
         "Content-Type": "application/json",
         "User-Agent": user_agent,
-        **headers(secrets, msg_id, timestamp, body, bearer=bearer),
+        **headers(secrets, job_id, timestamp, body, bearer=bearer),
     }
     return body, request_headers

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import base64
-import json
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -13,14 +12,13 @@ import requests
 from flask import current_app
 from requests_hardened.ip_filter import InvalidIPAddress, filter_host
 
-from . import plans, signing
+from . import clock, plans, signing
 from .errors import BadRequest
 from .extensions import db
 from .ids import new_id
 from .models import Project
 from .outbound import USER_AGENT, Result, post
 
-SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
 #: After a rotation the previous secret keeps signing (and verifying) for this long.
 ROTATION_GRACE = timedelta(hours=24)
@@ -28,7 +26,7 @@ ROTATION_GRACE = timedelta(hours=24)
 
 def new_secret() -> str:
     """Return a Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+    return signing.SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 class SecretHolder(Protocol):
@@ -102,7 +100,7 @@ def rotate_secret(project: Project, now: datetime | None = None) -> str:
     """Replace the secret; the previous one keeps signing for ROTATION_GRACE. Returns the new."""
     project.previous_webhook_secret = project.webhook_secret
     project.webhook_secret = new_secret()
-    project.secret_rotated_at = now or datetime.now(UTC)
+    project.secret_rotated_at = now or clock.utcnow()
     db.session.commit()
     return project.webhook_secret
 
@@ -111,29 +109,18 @@ def send_test_event(project: Project) -> Result:
     """POST a signed test event to the project's webhook now (not a job; nothing is stored)."""
     if not project.webhook_url:
         return Result("error", 0, error="no webhook URL configured")
-    now = datetime.now(UTC)
+    now = clock.utcnow()
     msg_id = new_id("test")
-    body = json.dumps(
-        {
-            "jobId": msg_id,
-            "attemptId": msg_id,
-            "attempt": msg_id,
-            "attemptNumber": 1,
-            "payload": {"type": "dispatched.test", "message": "Test event from the dashboard"},
-        },
-        separators=(",", ":"),
-    ).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        **signing.headers(
-            live_secrets(project, now),
-            msg_id,
-            int(now.timestamp()),
-            body,
-            bearer=project.send_bearer_secret,
-        ),
-    }
+    body, headers = signing.delivery_request(
+        live_secrets(project, now),
+        msg_id,
+        msg_id,
+        1,
+        {"type": "dispatched.test", "message": "Test event from the dashboard"},
+        timestamp=int(now.timestamp()),
+        bearer=project.send_bearer_secret,
+        user_agent=USER_AGENT,
+    )
     plan = plans.get(project.team.plan)
     return post(
         project.webhook_url,

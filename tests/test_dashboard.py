@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -150,7 +151,10 @@ def test_webhook_url_is_validated_and_saved(app, client, owner, database_url, re
     assert refused.status_code == 400 and "private" in refused.get_data(as_text=True)
 
 
-def test_send_test_event_reports_the_receivers_answer(client, owner, receiver):
+def test_send_test_event_reports_the_receivers_answer(app, client, owner, receiver):
+    from standardwebhooks.webhooks import Webhook
+
+    from dispatched.outbound import USER_AGENT
     from tests.support import answer
 
     url = receiver.on("/hook", answer(200))
@@ -161,8 +165,21 @@ def test_send_test_event_reports_the_receivers_answer(client, owner, receiver):
     )
     assert r.status_code == 200 and "Receiver answered HTTP 200" in r.get_data(as_text=True)
     (got,) = receiver.received("/hook")
-    assert got.json["payload"]["type"] == "dispatched.test"
-    assert "webhook-signature" in {k.lower() for k in got.headers}
+    with app.app_context():
+        secret = db.session.get(Project, owner).webhook_secret
+    # Sent like a delivery: the same body shape, headers and signature.
+    headers = {k.lower(): v for k, v in got.headers.items()}
+    test_id = headers["webhook-id"]
+    assert test_id.startswith("test_")
+    assert Webhook(secret).verify(got.body, headers) == {
+        "jobId": test_id,
+        "attemptId": test_id,
+        "attempt": test_id,
+        "attemptNumber": 1,
+        "payload": {"type": "dispatched.test", "message": "Test event from the dashboard"},
+    }
+    assert headers["content-type"] == "application/json" and headers["user-agent"] == USER_AGENT
+    assert headers["authorization"] == f"Bearer {secret}"
 
 
 def test_rotate_secret_keeps_previous(app, client, owner):
@@ -212,18 +229,41 @@ def test_jobs_table_filters_and_actions(app, client, owner, release_pass):
     assert "No attempts yet" in page
 
 
+#: Each page of a project (the path after ``/p/<id>/``) and the ``<title>`` it must carry.
+PROJECT_PAGES = {
+    "": "Overview",
+    "jobs": "Jobs",
+    "keys": "API keys",
+    "webhook": "Webhook",
+    "plan": "Plan",
+}
+
+
 def test_pages_render_for_the_owner(client, owner):
-    for path in [
-        "/",
-        f"/p/{owner}/",
-        f"/p/{owner}/jobs",
-        f"/p/{owner}/keys",
-        f"/p/{owner}/webhook",
-        f"/p/{owner}/plan",
-    ]:
-        r = client.get(path, follow_redirects=True)
+    home = client.get("/")
+    assert home.status_code == 302 and home.headers["Location"] == f"/p/{owner}/"
+    for page, title in PROJECT_PAGES.items():
+        path = f"/p/{owner}/{page}"
+        r = client.get(path)  # no redirect following: a bounce to the login page fails here
+        html = r.get_data(as_text=True)
         assert r.status_code == 200, path
-        assert "<html" in r.get_data(as_text=True)
+        assert f"<title>{title} · Dispatched</title>" in html, path
+        assert 'aria-current="page"' in html and "Log out" in html, path
+
+
+def test_pages_send_a_logged_out_client_to_login(app, client, owner):
+    client.post("/logout", data={"csrf_token": page_token(client, f"/p/{owner}/")})
+    for visitor in (client, app.test_client()):  # logged out, and never logged in
+        home = visitor.get("/")
+        assert home.status_code == 302 and home.headers["Location"] == "/login"
+        for page in PROJECT_PAGES:
+            path = f"/p/{owner}/{page}"
+            r = visitor.get(path)
+            assert r.status_code == 302, path
+            location = urlsplit(r.headers["Location"])
+            assert location.path == "/login" and parse_qs(location.query) == {"next": [path]}
+            html = visitor.get(r.headers["Location"]).get_data(as_text=True)
+            assert "<title>Log in · Dispatched</title>" in html and "Acme" not in html
 
 
 def test_another_team_gets_404_everywhere(app, client, owner):

@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import json
-import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from dispatched import outbound, retry, signing, webhooks
+from dispatched import outbound, signing, webhooks
 from dispatched.models import Project
 from dispatched.transport_rq import SCHEDULED_KEY
 from tests.support import answer, handed_over
-
-
-def test_retry_delays_default_schedule_then_doubling_to_cap():
-    delays = [30, 120, 300]
-    got = [retry.delay(n, delays, 3600, 0) for n in range(1, 9)]
-    assert got == [30, 120, 300, 600, 1200, 2400, 3600, 3600]
-
-
-def test_retry_jitter_stays_within_ten_percent():
-    rng = random.Random(7)
-    values = [retry.delay(2, [30, 120, 300], 3600, 0.1, rng=rng) for _ in range(500)]
-    assert min(values) >= 108 and max(values) <= 132
-    assert max(values) - min(values) > 15  # it does vary
-
-
-def test_retry_after_is_a_floor_capped_at_an_hour():
-    assert retry.delay(1, [30], 3600, 0, retry_after=90) == 90
-    assert retry.delay(1, [30], 3600, 0, retry_after=5) == 30
-    assert retry.delay(1, [30], 3600, 0, retry_after=86_400) == 3600
-    with pytest.raises(ValueError, match="retry_number"):
-        retry.delay(0, [30], 3600, 0)
 
 
 def test_parse_retry_after():
@@ -71,11 +49,6 @@ def test_live_secrets_keep_the_previous_one_for_24_hours():
     assert webhooks.live_secrets(project, now) == ("whsec_new", "whsec_old")
     project.secret_rotated_at = now - timedelta(hours=25)
     assert webhooks.live_secrets(project, now) == ("whsec_new",)
-
-
-def test_bearer_header_off_when_switched_off():
-    headers = signing.headers((webhooks.new_secret(),), "job_1", 1, b"{}", bearer=False)
-    assert "Authorization" not in headers
 
 
 def test_private_addresses_refused_at_delivery(receiver):

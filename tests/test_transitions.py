@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 
 import pytest
 
 from dispatched.jobs import transitions
 from dispatched.jobs.transitions import TRANSITIONS, InvalidTransition
 from dispatched.models import JobStatus as S
+
+pytestmark = pytest.mark.unit
 
 #: DESIGN.md §4, drawn as pairs: the table must be exactly this.
 EXPECTED = {
@@ -52,7 +55,7 @@ def test_every_other_transition_raises(pair):
 def test_one_bad_source_among_good_ones_raises():
     with pytest.raises(InvalidTransition, match="COMPLETED → QUEUED"):
         transitions.check([S.FAILED, S.COMPLETED], S.QUEUED)
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidTransition, match="no source status given for → QUEUED"):
         transitions.check([], S.QUEUED)
 
 
@@ -73,3 +76,12 @@ def test_statement_guards_on_status_and_attempt_count():
     assert "updated_at" in sql
     unguarded = str(transitions.statement([S.QUEUED], S.CANCELLED).compile())
     assert "jobs.attempts =" not in unguarded
+
+
+def test_statement_stamps_updated_at_unless_given():
+    before = datetime.now(UTC)
+    params = transitions.statement([S.QUEUED], S.CANCELLED).compile().params
+    assert before <= params["updated_at"] <= datetime.now(UTC)
+    fixed = datetime(2030, 1, 2, tzinfo=UTC)
+    params = transitions.statement([S.QUEUED], S.CANCELLED, updated_at=fixed).compile().params
+    assert params["updated_at"] == fixed
