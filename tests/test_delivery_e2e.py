@@ -315,7 +315,7 @@ def test_dispatch_while_redis_is_down_is_delivered_later(
     job_id = r.json()["jobId"]
     with app.app_context():
         job = db.session.get(Job, job_id)
-        assert job.status == "DISPATCHED" and job.needs_handoff
+        assert job.status == "QUEUED" and job.needs_handoff  # due, waiting in the DB
     processes.start("worker", "worker.py", WORKER_CONCURRENCY="1")
     processes.start("scheduler", "scheduler.py")
     wait_status(live_server, team, job_id, "COMPLETED", timeout=30)

@@ -56,21 +56,25 @@ def set_flow(app, project_id, parallelism=None, rate=None):
         db.session.commit()
 
 
-def flow_row(app, project_id):
+def effective(app, project_id):
+    """The project's parallelism after back-pressure (None = its setting)."""
     with app.app_context():
-        row = db.session.get(ProjectFlow, project_id, populate_existing=True)
+        value = db.session.execute(
+            sa.select(ProjectFlow.effective).where(ProjectFlow.project_id == project_id)
+        ).scalar()
         db.session.rollback()
-        return row
+        return value
 
 
 def test_parallelism_cap_holds_across_two_worker_processes(
-    app, live_server, make_team, receiver, processes
+    app, live_server, make_team, receiver, processes, redis
 ):
     team = make_team("engine", webhook_url=receiver.on("/slow", answer(200, delay=0.4)))
     set_flow(app, team.project_id, parallelism=3)
     processes.start("worker-a", "worker.py", WORKER_CONCURRENCY="1")
     processes.start("worker-b", "worker.py", WORKER_CONCURRENCY="1")
     processes.start("scheduler", "scheduler.py")
+    wait_for(lambda: redis.scard("rq:workers:dispatched") >= 2, timeout=30, message="2 workers")
     ids = dispatch(live_server, team, 24)
     wait_all(app, ids, timeout=60)
     assert receiver.max_in_flight["/slow"] == 3  # reached, never exceeded
@@ -132,15 +136,13 @@ def test_throttling_halves_parallelism_and_successes_recover_it(
     wait_for(lambda: len(receiver.received("/throttle")) >= 1, message="first request")
     [second] = dispatch(live_server, team, 1)
     wait_for(
-        lambda: (row := flow_row(app, team.project_id)) and row.effective == 2,
-        timeout=20,
-        message="two 429s halve 8 to 2",
+        lambda: effective(app, team.project_id) == 2, timeout=20, message="two 429s halve 8 to 2"
     )
     ids = dispatch(live_server, team, 60)
     wait_all(app, [first, second, *ids], timeout=60)
     # 20 successes in a row add one back each time: 2 → 3 → 4 (…) but never above 8.
-    row = flow_row(app, team.project_id)
-    assert row.effective is None or 3 <= row.effective < 8, row.effective
+    recovered = effective(app, team.project_id)
+    assert recovered is None or 3 <= recovered < 8, recovered
 
 
 def test_retry_after_pauses_the_whole_project(

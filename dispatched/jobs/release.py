@@ -12,6 +12,7 @@ delivery of the project releases the next one at once (work-conserving).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,8 +27,11 @@ from .transitions import S, move_many
 
 flow_table = ProjectFlow.__table__
 jobs_table = Job.__table__
-#: Attempts per RQ job handed to the workers (one RQ job = one claim transaction).
+#: Most attempts per RQ job handed to the workers (one RQ job = one claim transaction).
 HAND_OVER_BATCH = 8
+#: A release of few attempts is split over up to this many RQ jobs, so idle worker processes
+#: share it instead of one process taking it all.
+SPREAD = 8
 
 Ref = tuple[str, int]
 
@@ -163,8 +167,9 @@ def release(
         released_by_project: dict[int, int] = {}
         queue = [ref for refs in itertools.zip_longest(*picked.values()) for ref in refs if ref]
         project_of = {ref[0]: pid for pid, refs in picked.items() for ref in refs}
-        for start in range(0, len(queue), HAND_OVER_BATCH):
-            chunk = queue[start : start + HAND_OVER_BATCH]
+        size = min(HAND_OVER_BATCH, max(1, math.ceil(len(queue) / SPREAD)))
+        for start in range(0, len(queue), size):
+            chunk = queue[start : start + size]
             name = holder()
             moved = move_many(chunk, S.QUEUED, S.DISPATCHED, dispatched_at=now, holder=name)
             refs = [(job_id, attempts + 1) for job_id, attempts in chunk if job_id in moved]
