@@ -191,7 +191,8 @@ def test_scheduler_releases_a_due_batch_in_one_tick(app, client, make_team, redi
         scheduler.release(set())
         statuses = {job.id: job.status for job in db.session.query(Job)}
     groups = handed_over(redis)
-    assert len(groups) == 5 and all(len(attempts) <= 8 for _, attempts in groups)
+    # 38 attempts spread over 8 hand-over jobs (at most 8 each), so idle workers share them.
+    assert len(groups) == 8 and max(len(attempts) for _, attempts in groups) == 5
     assert sorted(ref for _, attempts in groups for ref in attempts) == sorted(
         [job_id, 1] for job_id in ids[2:]
     )

@@ -117,3 +117,33 @@ def test_retry_after_pauses_for_at_most_an_hour_and_keeps_the_latest_end():
     # A 500 with Retry-After is not throttling: no pause, no halving.
     plain = flow.after_results(settings, State(), [Outcome(False, 500, retry_after=9)], NOW)
     assert plain.paused_until is None and plain.effective is None
+
+
+def test_boundaries_of_the_settings_are_inclusive():
+    assert flow.validate(1, 0.5, PRO) == (1, 0.5)
+    assert flow.validate(50, flow.MAX_RATE, PRO) == (50, flow.MAX_RATE)
+
+
+def test_budget_waits_for_a_slot_not_a_token_when_none_is_free():
+    empty = State(tokens=0.0, tokens_at=NOW)
+    # No slot: the project waits for a delivery to finish, not for a time.
+    assert flow.budget(Settings(2, 4.0, 50), empty, 2, NOW) == (0, None)
+    # One slot, no token: look again when the next token comes.
+    assert flow.budget(Settings(2, 4.0, 50), empty, 1, NOW) == (0, NOW + timedelta(seconds=0.25))
+
+
+def test_halving_an_odd_parallelism_rounds_down_and_failures_reset_the_streak():
+    settings = Settings(5, None, 50)
+    state = flow.after_results(settings, State(), [THROTTLED], NOW)
+    assert state.effective == 2
+    state = flow.after_results(settings, state, [OK, OK, Outcome(False, 500)], NOW)
+    assert state.streak == 0
+    state = flow.after_results(settings, state, [OK, OK], NOW)
+    assert state.streak == 2
+
+
+def test_at_its_setting_a_project_counts_no_streak_and_a_pause_ending_now_is_over():
+    settings = Settings(5, None, 50)
+    assert flow.after_results(settings, State(), [OK] * 5, NOW) == State()
+    ended = flow.after_results(settings, State(paused_until=NOW), [OK], NOW)
+    assert ended.paused_until is None

@@ -6,7 +6,8 @@
 - ``actions``: what users do (cancel, reschedule, replay);
 - ``handoff``: handing attempts to the transport, and the release loop's decision;
 - ``release``: releasing due attempts under each project's flow control;
-- ``attempts``: claiming and concluding batches of attempts, failing over lost workers.
+- ``attempts``: claiming and concluding batches of attempts;
+- ``recovery``: failing over attempts whose worker died, handing back stranded ones.
 
 Callers use the names re-exported here (``jobs.create``, ``jobs.cancel``, …).
 """
@@ -14,18 +15,11 @@ Callers use the names re-exported here (``jobs.create``, ``jobs.cancel``, …).
 from __future__ import annotations
 
 from .actions import cancel, replay, reschedule
-from .attempts import (
-    MAX_EARLY_SECONDS,
-    Delivery,
-    Finished,
-    claim,
-    conclude,
-    fail_over_lost,
-    hand_back_dispatched,
-)
+from .attempts import MAX_EARLY_SECONDS, Delivery, Finished, claim, conclude
 from .handoff import clear_handoff_flag, mark_dispatched, on_tick, rehand
 from .intake import create
 from .queries import attempts_of, get, list_jobs
+from .recovery import fail_over_lost, hand_back_dispatched
 from .release import release
 from .transitions import TRANSITIONS, InvalidTransition
 

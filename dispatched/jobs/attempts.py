@@ -1,10 +1,9 @@
 """The life of delivery attempts: claim a batch (DISPATCHED → STARTED), conclude a batch
-(COMPLETED, a retry, or FAILED), fail over attempts whose worker died, hand back early ones."""
+(COMPLETED, a retry, or FAILED), hand back early ones."""
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,13 +11,13 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import clock, flow, metrics, plans, retry, webhooks
+from .. import clock, metrics, plans, retry, webhooks
 from ..extensions import db
 from ..ids import new_id
-from ..models import Attempt, Job, Project, ProjectFlow
+from ..models import Attempt, Job, Project
 from ..outbound import Result
 from .handoff import schedule
-from .release import lock_flow, save_flow, settings_of
+from .release import apply_back_pressure
 from .transitions import S, jobs_table, move, move_many
 
 logger = logging.getLogger(__name__)
@@ -164,7 +163,7 @@ def _hand_back(job_id: str, attempts: int, holder: str | None, due: datetime, pl
         schedule(job_id, attempts + 1, due, plans.get(plan).delivery_timeout)
 
 
-def _decide(
+def decide(
     attempt: int, retry_base: int, max_retries: int, result: Result, now: datetime
 ) -> tuple[str, dict[str, Any]]:
     """The job's next status after an attempt, and the columns that go with it."""
@@ -209,7 +208,7 @@ def conclude(finished: list[Finished]) -> dict[str, str | None]:
         )
         for f in (f for f in finished if not f.result.ok):
             d = f.delivery
-            status, values = _decide(d.attempt_number, d.retry_base, d.max_retries, f.result, now)
+            status, values = decide(d.attempt_number, d.retry_base, d.max_retries, f.result, now)
             won = move(
                 d.job_id, [S.STARTED], status, at_attempts=d.attempt_number, commit=False, **values
             )
@@ -245,7 +244,7 @@ def conclude(finished: list[Finished]) -> dict[str, str | None]:
                     for f in recorded
                 ],
             )
-        _apply_back_pressure(recorded, now)
+        apply_back_pressure([(f.delivery.project_id, f.result) for f in recorded], now)
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -264,85 +263,3 @@ def conclude(finished: list[Finished]) -> dict[str, str | None]:
         elif status != S.QUEUED:
             metrics.count_job(status.lower())
     return outcome
-
-
-def _apply_back_pressure(finished: list[Finished], now: datetime) -> None:
-    """Update the flow state of projects whose endpoints throttled, or that are recovering."""
-    by_project: dict[int, list[flow.Outcome]] = defaultdict(list)
-    for f in finished:
-        by_project[f.delivery.project_id].append(
-            flow.Outcome(f.result.ok, f.result.http_status, f.result.retry_after)
-        )
-    calm = {pid for pid, outs in by_project.items() if all(o.ok for o in outs)}
-    if calm:
-        # Only projects below their setting count successes; skip a lock for the rest.
-        reduced = set(
-            db.session.execute(
-                sa.select(ProjectFlow.project_id).where(
-                    ProjectFlow.project_id.in_(calm), ProjectFlow.effective.is_not(None)
-                )
-            ).scalars()
-        )
-        calm -= reduced
-    touched = sorted(set(by_project) - calm)
-    if not touched:
-        return
-    settings = settings_of(touched)
-    for project_id in touched:
-        if project_id not in settings:
-            continue
-        state = lock_flow(project_id)
-        save_flow(
-            project_id,
-            flow.after_results(settings[project_id], state, by_project[project_id], now),
-        )
-
-
-def fail_over_lost(job_id: str, attempt: int, reason: str) -> str | None:
-    """The attempt's worker died: record a failed "worker_lost" attempt, then the retry rule."""
-    row = db.session.execute(
-        plans.select_with_plan(Job.retry_base, Job.max_retries, Attempt.id)
-        .join(Job, Job.project_id == Project.id)
-        .outerjoin(Attempt, sa.and_(Attempt.job_id == Job.id, Attempt.number == attempt))
-        .where(Job.id == job_id)
-    ).first()
-    db.session.rollback()
-    if row is None:
-        return None
-    now = clock.utcnow()
-    result = Result(outcome="worker_lost", duration_ms=None, error=f"worker lost: {reason}")
-    status, values = _decide(attempt, row.retry_base, row.max_retries, result, now)
-    try:
-        if not move(job_id, [S.STARTED], status, at_attempts=attempt, commit=False, **values):
-            db.session.rollback()
-            return None
-        if row.id is not None:
-            db.session.execute(
-                sa.update(attempts_table)
-                .where(attempts_table.c.id == row.id)
-                .values(finished_at=now, error=result.error, outcome=result.outcome)
-            )
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
-    if status == S.QUEUED:
-        schedule(
-            job_id, attempt + 1, values["next_attempt_at"], plans.get(row.plan).delivery_timeout
-        )
-    else:
-        metrics.count_job(status.lower())
-    return status
-
-
-def hand_back_dispatched(job_id: str, attempts: int, holder: str) -> bool:
-    """DISPATCHED → QUEUED for an attempt its holder lost (worker died, RQ job gone); the
-    scheduler releases it again. No attempt was made, so none is counted."""
-    return move(
-        job_id,
-        [S.DISPATCHED],
-        S.QUEUED,
-        at_attempts=attempts,
-        guard={"holder": holder},
-        holder=None,
-    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import clock, flow, plans
 from ..extensions import db
 from ..models import Job, Project, ProjectFlow
+from ..outbound import Result
 from .transitions import S, move_many
 
 flow_table = ProjectFlow.__table__
@@ -227,3 +229,36 @@ def mark_waiting(project_ids: Iterable[int]) -> None:
     except BaseException:
         db.session.rollback()
         raise
+
+
+def apply_back_pressure(results: list[tuple[int, Result]], now: datetime) -> None:
+    """Update the flow state of the projects whose endpoints answered ``(project id, result)``:
+    those that throttled, and those recovering from it; called inside the caller's transaction."""
+    by_project: dict[int, list[flow.Outcome]] = defaultdict(list)
+    for project_id, result in results:
+        by_project[project_id].append(
+            flow.Outcome(result.ok, result.http_status, result.retry_after)
+        )
+    calm = {pid for pid, outs in by_project.items() if all(o.ok for o in outs)}
+    if calm:
+        # Only projects below their setting count successes; skip a lock for the rest.
+        reduced = set(
+            db.session.execute(
+                sa.select(ProjectFlow.project_id).where(
+                    ProjectFlow.project_id.in_(calm), ProjectFlow.effective.is_not(None)
+                )
+            ).scalars()
+        )
+        calm -= reduced
+    touched = sorted(set(by_project) - calm)
+    if not touched:
+        return
+    settings = settings_of(touched)
+    for project_id in touched:
+        if project_id not in settings:
+            continue
+        state = lock_flow(project_id)
+        save_flow(
+            project_id,
+            flow.after_results(settings[project_id], state, by_project[project_id], now),
+        )
