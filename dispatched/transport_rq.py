@@ -223,7 +223,9 @@ class ReleaseScheduler(Scheduler):
                         if burst:
                             break
                     woken |= self._wait()
-                except RedisError as exc:
+                except (RedisError, TransportUnavailable) as exc:
+                    # Released attempts whose hand-over failed stay DISPATCHED with a holder
+                    # Redis never saw: the reconciler hands them back to QUEUED.
                     logger.warning("scheduler: Redis unreachable (%s); retrying in 1 s", exc)
                     time.sleep(1)
         finally:
