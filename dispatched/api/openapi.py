@@ -299,11 +299,13 @@ PATHS: dict[str, Any] = {
         "post": {
             "operationId": "replayJob",
             "summary": "Deliver a FAILED job again, with a fresh retry budget.",
+            "description": "A replay counts as one job toward the monthly quota.",
             "responses": {
                 "200": _ok("The job, QUEUED again.", "Job"),
                 "404": _error("No such job in this project."),
                 "409": _error("Job is not in FAILED status."),
                 **COMMON_ERRORS,
+                "429": _error("RATE_LIMITED, or LIMIT_REACHED when the monthly quota is used."),
             },
         },
     },
