@@ -101,6 +101,8 @@ class Config:
 
     ENV = os.environ.get("DISPATCHED_ENV", "development")
     SECRET_KEY = os.environ.get("SECRET_KEY", "")
+    #: When set, ``GET /metrics`` requires ``Authorization: Bearer <METRICS_TOKEN>``.
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
     SQLALCHEMY_DATABASE_URI = os.environ.get(
         "DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'dispatched.db'}"
     )
@@ -161,6 +163,7 @@ class TestConfig(Config):
     ENV = "test"
     TESTING = True
     SECRET_KEY = "test-secret-key"
+    METRICS_TOKEN = ""
     SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite://")
     REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
     ALLOW_PRIVATE_WEBHOOKS = True

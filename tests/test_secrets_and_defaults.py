@@ -13,6 +13,8 @@ from dispatched.models import Job
 from tests.support import handed_over, wakes
 from tests.test_dashboard import csrf_from
 
+UNAUTHORIZED = {"error": "UNAUTHORIZED", "data": {"message": "Unauthorized"}}
+
 
 def dispatch_now(client, team) -> str:
     r = client.post("/api/jobs/dispatch", headers=team.headers, json={"payload": {"n": 1}})
@@ -80,3 +82,27 @@ def test_a_refused_replay_is_shown_on_the_dashboard(app, client, make_team, redi
     )
     assert "Not replayed: Monthly job limit reached" in r.get_data(as_text=True)
     assert client.get(f"/api/jobs/{job_id}", headers=team.headers).json["status"] == "FAILED"
+
+
+# --- Finding: /metrics was public -------------------------------------------------------------
+
+
+def test_metrics_are_open_without_a_metrics_token(client):
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.mimetype == "text/plain"
+
+
+def test_metrics_need_the_metrics_token_when_it_is_set(app, client, team):
+    app.config["METRICS_TOKEN"] = "metrics-token-0123456789"
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Bearer metrics-token-012345678"},  # a prefix
+        {"Authorization": "Basic metrics-token-0123456789"},
+        team.headers,  # an API key is not the metrics token
+    ):
+        r = client.get("/metrics", headers=headers)
+        assert r.status_code == 401 and r.json == UNAUTHORIZED, headers
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    ok = client.get("/metrics", headers={"Authorization": "Bearer metrics-token-0123456789"})
+    assert ok.status_code == 200 and "dispatched_jobs_total" in ok.get_data(as_text=True)

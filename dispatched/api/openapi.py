@@ -366,12 +366,15 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "metrics",
             "summary": "Prometheus text exposition.",
+            "description": "Open unless the server sets METRICS_TOKEN; then it needs "
+            "`Authorization: Bearer <METRICS_TOKEN>` (not an API key).",
             "security": [],
             "responses": {
                 "200": {
                     "description": "Metrics.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
+                },
+                "401": _error("METRICS_TOKEN is set and the request does not carry it."),
             },
         }
     },
