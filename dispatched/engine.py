@@ -48,6 +48,7 @@ class DeliveryEngine:
         self.capacity = capacity or app.config["DELIVERY_CONCURRENCY"]
         self.worker_id = workers.new_id()
         self.allow_private = app.config["ALLOW_PRIVATE_WEBHOOKS"]
+        self.allow_http = app.config["ALLOW_HTTP_WEBHOOKS"]
         self._pool = ThreadPoolExecutor(self.capacity, thread_name_prefix="delivery")
         self._results: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self._room = threading.Condition()
@@ -149,12 +150,17 @@ class DeliveryEngine:
                     delivery.attempt_id,
                     delivery.attempt_number,
                     delivery.payload,
-                    bearer=delivery.bearer,
+                    bearer_token=delivery.bearer_token,
                     timestamp=int(time.time()),
                     user_agent=outbound.USER_AGENT,
                 )
                 result = outbound.post(
-                    delivery.url, body, headers, delivery.timeout, self.allow_private
+                    delivery.url,
+                    body,
+                    headers,
+                    delivery.timeout,
+                    self.allow_private,
+                    allow_http=self.allow_http,
                 )
             else:
                 result = outbound.Result(

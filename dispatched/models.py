@@ -10,6 +10,7 @@ from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import clock
+from .crypto import EncryptedText
 from .extensions import db
 
 
@@ -82,10 +83,15 @@ class Project(db.Model):
     team_id: Mapped[int] = mapped_column(sa.ForeignKey("teams.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(sa.String(80))
     webhook_url: Mapped[str | None] = mapped_column(sa.Text)
-    webhook_secret: Mapped[str] = mapped_column(sa.String(120))
-    previous_webhook_secret: Mapped[str | None] = mapped_column(sa.String(120))
+    #: The Standard Webhooks signing secret (``whsec_…``); never sent. Encrypted at rest.
+    webhook_secret: Mapped[str] = mapped_column(EncryptedText)
+    #: The secret before the last rotation; it signs too for 24 h after ``secret_rotated_at``.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(EncryptedText)
     secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    send_bearer_secret: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    #: Sent as ``Authorization: Bearer <token>`` (for the official SDK's verifier) when
+    #: ``send_bearer`` is on; distinct from the signing secret, so it cannot sign. Encrypted.
+    webhook_bearer_token: Mapped[str] = mapped_column(EncryptedText)
+    send_bearer: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     #: Flow control (DESIGN.md §9): None = the plan's cap / no rate limit.
     parallelism: Mapped[int | None] = mapped_column(sa.Integer)
     rate_per_second: Mapped[float | None] = mapped_column(sa.Float)

@@ -3,7 +3,9 @@
 Redirects are never followed (a 3xx is a failed attempt); the connect timeout is 5 s and the
 read timeout the plan's delivery timeout. With private webhooks disallowed, the address a
 request actually connects to is checked: loopback, private, link-local (metadata), CGNAT and
-similar ranges are refused.
+similar ranges are refused. With ``http://`` webhooks disallowed (production's default), such a
+URL is refused before anything is sent: the signed request and its bearer token would cross the
+network in clear text.
 """
 
 from __future__ import annotations
@@ -96,7 +98,13 @@ def _read_excerpt(response: requests.Response, deadline: float) -> str:
 
 
 def post(
-    url: str, body: bytes, headers: dict[str, str], timeout: float, allow_private: bool
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    allow_private: bool,
+    *,
+    allow_http: bool,
 ) -> Result:
     """POST ``body`` to ``url``; classify the answer. Never raises for network errors."""
     started = time.monotonic()
@@ -104,6 +112,12 @@ def post(
     def elapsed() -> int:
         return int((time.monotonic() - started) * 1000)
 
+    if not allow_http and not url.lower().startswith("https://"):
+        return Result(
+            "refused",
+            0,
+            error=f"refused: {url} is not an https:// URL; set ALLOW_HTTP_WEBHOOKS=1 to allow it",
+        )
     try:
         response = session(allow_private).post(
             url,

@@ -1,9 +1,11 @@
-"""Webhook signing: Standard Webhooks (``webhook-id/-timestamp/-signature``) + bearer secret.
+"""Webhook signing: Standard Webhooks (``webhook-id/-timestamp/-signature``) + a bearer token.
 
 The signature is ``v1,<base64 HMAC-SHA256(secret_bytes, "<id>.<timestamp>.<body>")>``; during
 a secret rotation's grace period there is one signature per live secret, space-separated, so
-receivers holding either secret verify the delivery. ``delivery_request`` builds the one body
-and header set every attempt (and the dashboard's test event) is sent with.
+receivers holding either secret verify the delivery. The signing secret itself is never sent:
+``Authorization: Bearer`` carries the project's separate bearer token, so a leaked header lets
+nobody sign. ``delivery_request`` builds the one body and header set every attempt (and the
+dashboard's test event) is sent with.
 """
 
 from __future__ import annotations
@@ -31,17 +33,25 @@ def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def headers(
-    secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes, *, bearer: bool
+    secrets: Sequence[str],
+    msg_id: str,
+    timestamp: int,
+    body: bytes,
+    *,
+    bearer_token: str | None,
 ) -> dict[str, str]:
-    """Return the signing headers of a delivery; ``secrets[0]`` is the current secret."""
+    """Return the signing headers of a delivery; ``secrets[0]`` is the current secret.
+
+    ``bearer_token`` (None: no header) is sent as ``Authorization: Bearer <token>``.
+    """
     result = {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": " ".join(signature(s, msg_id, timestamp, body) for s in secrets),
     }
-    if bearer:
+    if bearer_token is not None:
         # Compatibility with existing Dispatched receivers and the official SDK's verifier.
-        result["Authorization"] = f"Bearer {secrets[0]}"
+        result["Authorization"] = f"Bearer {bearer_token}"
     return result
 
 
@@ -53,7 +63,7 @@ def delivery_request(
     payload: Any,
     *,
     timestamp: int,
-    bearer: bool,
+    bearer_token: str | None,
     user_agent: str,
 ) -> tuple[bytes, dict[str, str]]:
     """Return the body and headers of one delivery attempt (DESIGN.md §6), signed.
@@ -75,6 +85,6 @@ def delivery_request(
     request_headers = {
         "Content-Type": "application/json",
         "User-Agent": user_agent,
-        **headers(secrets, job_id, timestamp, body, bearer=bearer),
+        **headers(secrets, job_id, timestamp, body, bearer_token=bearer_token),
     }
     return body, request_headers

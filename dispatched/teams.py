@@ -55,7 +55,8 @@ def create_project(team: Team, name: str, webhook_url: str | None = None) -> Pro
         name=name,
         webhook_url=url,
         webhook_secret=webhooks.new_secret(),
-        send_bearer_secret=True,
+        webhook_bearer_token=webhooks.new_bearer_token(),
+        send_bearer=True,
     )
     db.session.add(project)
     db.session.flush()

@@ -1,4 +1,14 @@
-"""Webhook URLs and secrets: the rules for saving them (DESIGN.md §6)."""
+"""Webhook URLs, signing secrets and bearer tokens: the rules for saving them (DESIGN.md §6).
+
+A project has two credentials. The Standard Webhooks **signing secret** (``whsec_…``) signs
+every delivery and is never sent; rotating it keeps the previous one signing for 24 h, so
+receivers can switch without dropping a delivery. The **bearer token** (``whbt_…``) is sent as
+``Authorization: Bearer`` for receivers using the official SDK's verifier; it proves nothing
+about the body, and rotating it takes effect at once, with no overlap: a header carries one
+token (an overlap could only delay the new one), and a bearer token is rotated because it was
+seen, so the old one must stop working now. Receivers that need a rotation without a gap verify
+the signature instead.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +34,18 @@ MAX_URL_LENGTH = 2048
 ROTATION_GRACE = timedelta(hours=24)
 
 
+#: Prefix of bearer tokens: visibly not a signing secret (``whsec_``) nor an API key.
+BEARER_PREFIX = "whbt_"
+
+
 def new_secret() -> str:
     """Return a Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
     return signing.SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def new_bearer_token() -> str:
+    """Return a bearer token: ``whbt_`` + 32 random bytes, url-safe base64 (no spaces)."""
+    return BEARER_PREFIX + secrets.token_urlsafe(32)
 
 
 class SecretHolder(Protocol):
@@ -47,15 +66,20 @@ def live_secrets(project: SecretHolder, now: datetime) -> tuple[str, ...]:
     return (project.webhook_secret,)
 
 
-def validate_url(url: object, *, allow_private: bool | None = None) -> str:
+def validate_url(
+    url: object, *, allow_private: bool | None = None, allow_http: bool | None = None
+) -> str:
     """Return a cleaned webhook URL, or raise BadRequest saying what is wrong with it.
 
     Unless private webhooks are allowed, the host must resolve to a public address: loopback,
     private, link-local (cloud metadata), CGNAT and similar ranges are refused, using the same
-    filter (requests-hardened) that guards delivery.
+    filter (requests-hardened) that guards delivery. Unless ``http://`` webhooks are allowed
+    (production's default: not), the URL must be ``https://``. Both default to the app config.
     """
     if allow_private is None:
         allow_private = current_app.config["ALLOW_PRIVATE_WEBHOOKS"]
+    if allow_http is None:
+        allow_http = current_app.config["ALLOW_HTTP_WEBHOOKS"]
     if not isinstance(url, str) or not url.strip():
         raise BadRequest(f"webhook URL must be a non-empty string, got {url!r}")
     url = url.strip()
@@ -70,6 +94,11 @@ def validate_url(url: object, *, allow_private: bool | None = None) -> str:
         raise BadRequest(f"webhook URL must be an http(s) URL with a host, got {url!r}")
     if parts.username or parts.password:
         raise BadRequest("webhook URL must not contain credentials; use the webhook secret")
+    if parts.scheme == "http" and not allow_http:
+        raise BadRequest(
+            f"webhook URL {url!r} is not https://: deliveries would cross the network "
+            "unencrypted; use https:// or set ALLOW_HTTP_WEBHOOKS=1 to allow it"
+        )
     if not allow_private:
         try:
             filter_host(parts.hostname, port, allow_loopback=False)
@@ -92,8 +121,16 @@ def set_url(project: Project, url: str | None) -> None:
 
 
 def set_bearer(project: Project, enabled: bool) -> None:
-    project.send_bearer_secret = enabled
+    """Switch the ``Authorization: Bearer <token>`` header of deliveries on or off; commit."""
+    project.send_bearer = enabled
     db.session.commit()
+
+
+def rotate_bearer_token(project: Project) -> str:
+    """Replace the bearer token at once (no overlap, see the module); commit; return the new."""
+    project.webhook_bearer_token = new_bearer_token()
+    db.session.commit()
+    return project.webhook_bearer_token
 
 
 def rotate_secret(project: Project, now: datetime | None = None) -> str:
@@ -118,7 +155,7 @@ def send_test_event(project: Project) -> Result:
         1,
         {"type": "dispatched.test", "message": "Test event from the dashboard"},
         timestamp=int(now.timestamp()),
-        bearer=project.send_bearer_secret,
+        bearer_token=project.webhook_bearer_token if project.send_bearer else None,
         user_agent=USER_AGENT,
     )
     plan = plans.get(project.team.plan)
@@ -128,4 +165,5 @@ def send_test_event(project: Project) -> Result:
         headers,
         min(plan.delivery_timeout, 10),
         current_app.config["ALLOW_PRIVATE_WEBHOOKS"],
+        allow_http=current_app.config["ALLOW_HTTP_WEBHOOKS"],
     )

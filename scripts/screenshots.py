@@ -45,6 +45,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
+        "DISPATCHED_ENV": "development",  # the echo receiver, an http:// demo webhook
         "DATABASE_URL": f"sqlite:///{tmp / 'demo.db'}",
         "REDIS_URL": os.environ.get("SCREENSHOT_REDIS_URL") or start_redis(tmp),
         "PUBLIC_URL": base,

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from werkzeug.serving import make_server
 
-from config import DEFAULT_PLANS, TestConfig
+from config import DEFAULT_PLANS, TEST_DATA_ENCRYPTION_KEY, TestConfig
 from dispatched import create_app
 from dispatched.extensions import db
 from tests.support import Processes, Receiver, wait_for
@@ -65,6 +65,8 @@ E2E_ENV = {
     "WORKER_HEARTBEAT": "1",
     "DISPATCHED_ENV": "test",
     "SECRET_KEY": "test-secret-key",
+    # The test app's key: worker processes decrypt the webhook secrets it stored.
+    "DATA_ENCRYPTION_KEY": TEST_DATA_ENCRYPTION_KEY,
     "LOG_LEVEL": "INFO",
 }
 
@@ -174,6 +176,8 @@ class TeamInfo:
     project_id: int
     token: str
     secret: str
+    #: The project's bearer token (sent as ``Authorization: Bearer``; not the secret).
+    bearer_token: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -195,6 +199,7 @@ def make_team(app: Flask):
                 created.project.id,
                 created.api_key,
                 created.project.webhook_secret,
+                created.project.webhook_bearer_token,
             )
 
     return factory

@@ -199,3 +199,24 @@ def handed_over(redis: Any, queue: str = "dispatched") -> list[tuple[str | None,
         assert holder is None or holder == f"rq:{job.id}"
         result.append((holder, attempts))
     return result
+
+
+def sdk_verifier_accepts(token: str, authorization: str | None, raw_body: bytes) -> bool:
+    """The official JS SDK's ``DispatchedWebhookClient.getVerifiedPayload``, in Python.
+
+    Users give the verifier their bearer token; it accepts a request whose trimmed
+    Authorization header equals ``Bearer <token>`` (or the bare token) and whose body is JSON
+    with truthy ``jobId``, ``attemptId``, ``attemptNumber`` and ``payload``.
+    """
+    auth = (authorization or "").strip()
+    if not auth or auth not in (f"Bearer {token}", token):
+        return False
+    body = json.loads(raw_body)
+    return all(_js_truthy(body.get(f)) for f in ("jobId", "attemptId", "attemptNumber", "payload"))
+
+
+def _js_truthy(value: object) -> bool:
+    """JavaScript's truthiness (objects and arrays, even empty ones, are true)."""
+    if value is None or value is False or value == "":
+        return False
+    return not (isinstance(value, int | float) and (value == 0 or value != value))

@@ -18,10 +18,11 @@ def test_create_team_json_gives_a_working_key(runner, client):
     result = runner.invoke(args=["admin", "create-team", "Acme", "--plan", "pro", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert set(info) == {"team", "project", "apiKey", "webhookSecret"}
+    assert set(info) == {"team", "project", "apiKey", "webhookSecret", "webhookBearerToken"}
     assert info["team"]["plan"] == "pro" and info["project"]["name"] == "default"
     assert info["apiKey"].startswith("disp_k1_") and len(info["apiKey"]) >= 8 + 32
     assert info["webhookSecret"].startswith("whsec_")
+    assert info["webhookBearerToken"].startswith("whbt_") and len(info["webhookBearerToken"]) > 40
     r = client.get("/api/usage", headers={"Authorization": f"Bearer {info['apiKey']}"})
     assert r.status_code == 200 and r.json["plan"] == "pro"
 

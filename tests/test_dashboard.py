@@ -166,7 +166,8 @@ def test_send_test_event_reports_the_receivers_answer(app, client, owner, receiv
     assert r.status_code == 200 and "Receiver answered HTTP 200" in r.get_data(as_text=True)
     (got,) = receiver.received("/hook")
     with app.app_context():
-        secret = db.session.get(Project, owner).webhook_secret
+        project = db.session.get(Project, owner)
+        secret, bearer_token = project.webhook_secret, project.webhook_bearer_token
     # Sent like a delivery: the same body shape, headers and signature.
     headers = {k.lower(): v for k, v in got.headers.items()}
     test_id = headers["webhook-id"]
@@ -179,7 +180,7 @@ def test_send_test_event_reports_the_receivers_answer(app, client, owner, receiv
         "payload": {"type": "dispatched.test", "message": "Test event from the dashboard"},
     }
     assert headers["content-type"] == "application/json" and headers["user-agent"] == USER_AGENT
-    assert headers["authorization"] == f"Bearer {secret}"
+    assert headers["authorization"] == f"Bearer {bearer_token}"  # the token, never the secret
 
 
 def test_rotate_secret_keeps_previous(app, client, owner):
@@ -195,6 +196,32 @@ def test_rotate_secret_keeps_previous(app, client, owner):
         project = db.session.get(Project, owner)
         assert project.webhook_secret == new != old
         assert project.previous_webhook_secret == old
+
+
+def test_bearer_token_is_revealed_and_rotated_at_once(app, client, owner):
+    with app.app_context():
+        project = db.session.get(Project, owner)
+        old, secret = project.webhook_bearer_token, project.webhook_secret
+    page = client.get(f"/p/{owner}/webhook").get_data(as_text=True)
+    assert old not in page and secret not in page  # neither is on the page until revealed
+    token = csrf_from(page)
+    htmx = {"HX-Request": "true", "X-CSRFToken": token}
+    shown = client.post(f"/p/{owner}/webhook/bearer-token", headers=htmx)
+    assert shown.status_code == 200 and old in shown.get_data(as_text=True)
+    assert secret not in shown.get_data(as_text=True)
+    rotated = client.post(f"/p/{owner}/webhook/bearer-token/rotate", headers=htmx)
+    assert rotated.status_code == 200
+    new = re.search(r'<code id="bearer-token">(whbt_[^<]+)</code>', rotated.get_data(as_text=True))
+    with app.app_context():
+        project = db.session.get(Project, owner)
+        # No overlap: the new token replaces the old one; the signing secret is untouched.
+        assert project.webhook_bearer_token == new.group(1) != old
+        assert project.webhook_secret == secret and project.previous_webhook_secret is None
+    # Without JavaScript: the whole page, with the new token shown.
+    plain = client.post(f"/p/{owner}/webhook/bearer-token/rotate", data={"csrf_token": token})
+    assert plain.status_code == 200 and "Bearer token replaced" in plain.get_data(as_text=True)
+    # CSRF-protected like every form.
+    assert client.post(f"/p/{owner}/webhook/bearer-token/rotate").status_code == 400
 
 
 def test_jobs_table_filters_and_actions(app, client, owner, release_pass):
@@ -287,6 +314,8 @@ def test_another_team_gets_404_everywhere(app, client, owner):
         ("post", f"/p/{owner}/webhook"),
         ("post", f"/p/{owner}/keys/{key_id}/revoke"),
         ("post", f"/p/{owner}/jobs/{job_id}/cancel"),
+        ("post", f"/p/{owner}/webhook/bearer-token"),
+        ("post", f"/p/{owner}/webhook/bearer-token/rotate"),
     ]:
         r = getattr(other, method)(path, data={"csrf_token": token, "url": "http://x.test/"})
         assert r.status_code == 404, (method, path)

@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 
 from dispatched.extensions import db
 from dispatched.models import Job
-from tests.support import answer, wait_for
+from tests.support import answer, sdk_verifier_accepts, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -95,8 +95,11 @@ def test_immediate_and_scheduled_jobs_are_delivered_once_signed(
         # ...and a wrong secret does not.
         with pytest.raises(Exception, match="(?i)signature"):
             Webhook("whsec_" + "A" * 44).verify(request.body, headers)
-        # The official SDK's bearer check: `Authorization: Bearer <secret>`.
-        assert headers["authorization"] == f"Bearer {team.secret}"
+        # The official SDK's verifier, given the project's bearer token, accepts it; the
+        # signing secret itself is never sent.
+        assert sdk_verifier_accepts(team.bearer_token, headers["authorization"], request.body)
+        assert headers["authorization"] == f"Bearer {team.bearer_token}"
+        assert team.secret not in " ".join(headers.values())
 
     log = attempts(live_server, team, later_job["jobId"])
     assert [(a["attemptNumber"], a["outcome"], a["httpStatus"]) for a in log] == [

@@ -24,12 +24,13 @@ def test_parse_retry_after():
 
 def test_rotation_signs_with_both_secrets_and_each_verifies():
     old, new = webhooks.new_secret(), webhooks.new_secret()
+    token = webhooks.new_bearer_token()
     body = json.dumps({"jobId": "job_1", "payload": {}}).encode()
     headers = signing.headers(
-        (new, old), "job_1", int(datetime.now(UTC).timestamp()), body, bearer=True
+        (new, old), "job_1", int(datetime.now(UTC).timestamp()), body, bearer_token=token
     )
     assert len(headers["webhook-signature"].split(" ")) == 2
-    assert headers["Authorization"] == f"Bearer {new}"
+    assert headers["Authorization"] == f"Bearer {token}"  # the bearer token, never a secret
     for secret in (old, new):
         assert Webhook(secret).verify(body, headers) == {"jobId": "job_1", "payload": {}}
     with pytest.raises(WebhookVerificationError):
@@ -53,7 +54,7 @@ def test_live_secrets_keep_the_previous_one_for_24_hours():
 
 def test_private_addresses_refused_at_delivery(receiver):
     url = receiver.on("/hook", answer(200))
-    refused = outbound.post(url, b"{}", {}, timeout=2, allow_private=False)
+    refused = outbound.post(url, b"{}", {}, timeout=2, allow_private=False, allow_http=True)
     assert refused.outcome == "refused" and "private" in refused.error
     assert receiver.received() == []
     for target in [
@@ -61,8 +62,8 @@ def test_private_addresses_refused_at_delivery(receiver):
         "http://10.0.0.1/",
         "http://[::1]:9/",
     ]:
-        assert outbound.post(target, b"{}", {}, timeout=1, allow_private=False).outcome == "refused"
-    allowed = outbound.post(url, b"{}", {}, timeout=2, allow_private=True)
+        assert outbound.post(target, b"{}", {}, 1, False, allow_http=True).outcome == "refused"
+    allowed = outbound.post(url, b"{}", {}, timeout=2, allow_private=True, allow_http=True)
     assert allowed.outcome == "success" and allowed.http_status == 200
     assert len(receiver.received()) == 1
 
@@ -77,13 +78,13 @@ def test_outbound_classifies_answers(receiver):
     }
     for path, behaviour in cases.items():
         receiver.on(path, behaviour)
-    got = {p: outbound.post(receiver.url(p), b"{}", {}, 2, True) for p in cases}
+    got = {p: outbound.post(receiver.url(p), b"{}", {}, 2, True, allow_http=True) for p in cases}
     assert got["/ok"].outcome == "success"
     assert got["/gone"].outcome == "gone"
     assert got["/err"].outcome == "http_error" and got["/err"].retry_after is None
     assert got["/busy"].retry_after == 7
     assert got["/redirect"].outcome == "http_error" and "not followed" in got["/redirect"].error
-    closed = outbound.post("http://127.0.0.1:9/", b"{}", {}, 2, True)
+    closed = outbound.post("http://127.0.0.1:9/", b"{}", {}, 2, True, allow_http=True)
     assert closed.outcome == "connection_error"
 
 

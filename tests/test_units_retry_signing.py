@@ -135,6 +135,8 @@ KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))
 SECRET_A = "whsec_" + base64.b64encode(KEY_A).decode()
 SECRET_B = "whsec_" + base64.b64encode(KEY_B).decode()
+#: A bearer token: sent as `Authorization: Bearer`, unrelated to the signing secrets.
+TOKEN = "whbt_" + "t" * 43
 
 
 def reference_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -166,35 +168,36 @@ def test_secret_key_is_the_base64_after_the_prefix():
 
 def test_headers_with_one_secret_and_bearer():
     body = b'{"a":1}'
-    got = signing.headers([SECRET_A], "job_1", 1_700_000_000, body, bearer=True)
+    got = signing.headers([SECRET_A], "job_1", 1_700_000_000, body, bearer_token=TOKEN)
     assert list(got.items()) == [
         ("webhook-id", "job_1"),
         ("webhook-timestamp", "1700000000"),
         ("webhook-signature", reference_signature(KEY_A, "job_1", 1_700_000_000, body)),
-        ("Authorization", f"Bearer {SECRET_A}"),
+        ("Authorization", f"Bearer {TOKEN}"),
     ]
+    assert SECRET_A not in " ".join(got.values())  # the signing secret is never sent
 
 
 def test_headers_without_bearer():
-    got = signing.headers([SECRET_A], "job_1", 1_700_000_000, b"{}", bearer=False)
+    got = signing.headers([SECRET_A], "job_1", 1_700_000_000, b"{}", bearer_token=None)
     assert list(got) == ["webhook-id", "webhook-timestamp", "webhook-signature"]
 
 
 def test_headers_sign_with_every_live_secret_current_first():
     body = b'{"a":1}'
-    got = signing.headers([SECRET_B, SECRET_A], "job_1", 1_700_000_000, body, bearer=True)
+    got = signing.headers([SECRET_B, SECRET_A], "job_1", 1_700_000_000, body, bearer_token=TOKEN)
     assert got["webhook-signature"] == " ".join(
         [
             reference_signature(KEY_B, "job_1", 1_700_000_000, body),
             reference_signature(KEY_A, "job_1", 1_700_000_000, body),
         ]
     )
-    assert got["Authorization"] == f"Bearer {SECRET_B}"  # the current secret only
+    assert got["Authorization"] == f"Bearer {TOKEN}"  # one token, whatever the secrets
 
 
 def test_the_standardwebhooks_library_verifies_each_live_secret():
     body = b'{"jobId":"job_1","payload":{}}'
-    got = signing.headers([SECRET_B, SECRET_A], "job_1", int(time.time()), body, bearer=False)
+    got = signing.headers([SECRET_B, SECRET_A], "job_1", int(time.time()), body, bearer_token=None)
     for secret in (SECRET_A, SECRET_B):
         assert Webhook(secret).verify(body, got) == {"jobId": "job_1", "payload": {}}
     stranger = "whsec_" + base64.b64encode(bytes(32)).decode()
@@ -222,7 +225,7 @@ def test_delivery_request_body_and_headers_are_pinned():
         3,
         PAYLOAD,
         timestamp=1_700_000_000,
-        bearer=True,
+        bearer_token=TOKEN,
         user_agent="Dispatched/9.9.9",
     )
     assert body == EXPECTED_BODY
@@ -235,14 +238,14 @@ def test_delivery_request_body_and_headers_are_pinned():
         ("webhook-id", "job_1"),
         ("webhook-timestamp", "1700000000"),
         ("webhook-signature", signatures),
-        ("Authorization", f"Bearer {SECRET_B}"),
+        ("Authorization", f"Bearer {TOKEN}"),
     ]
 
 
 def test_delivery_request_without_bearer_verifies_with_the_library():
     now = int(time.time())
     body, headers = signing.delivery_request(
-        [SECRET_A], "job_1", "att_1", 1, PAYLOAD, timestamp=now, bearer=False, user_agent="UA"
+        [SECRET_A], "job_1", "att_1", 1, PAYLOAD, timestamp=now, bearer_token=None, user_agent="UA"
     )
     assert "Authorization" not in headers and headers["webhook-id"] == "job_1"
     assert json.loads(body) == {

@@ -299,11 +299,13 @@ PATHS: dict[str, Any] = {
         "post": {
             "operationId": "replayJob",
             "summary": "Deliver a FAILED job again, with a fresh retry budget.",
+            "description": "A replay counts as one job toward the monthly quota.",
             "responses": {
                 "200": _ok("The job, QUEUED again.", "Job"),
                 "404": _error("No such job in this project."),
                 "409": _error("Job is not in FAILED status."),
                 **COMMON_ERRORS,
+                "429": _error("RATE_LIMITED, or LIMIT_REACHED when the monthly quota is used."),
             },
         },
     },
@@ -364,12 +366,15 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "metrics",
             "summary": "Prometheus text exposition.",
+            "description": "Open unless the server sets METRICS_TOKEN; then it needs "
+            "`Authorization: Bearer <METRICS_TOKEN>` (not an API key).",
             "security": [],
             "responses": {
                 "200": {
                     "description": "Metrics.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
+                },
+                "401": _error("METRICS_TOKEN is set and the request does not carry it."),
             },
         }
     },

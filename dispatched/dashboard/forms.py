@@ -31,7 +31,7 @@ class WebhookForm(FlaskForm):
 
 
 class BearerForm(FlaskForm):
-    send_bearer = BooleanField("Send Authorization: Bearer <secret>")
+    send_bearer = BooleanField("Send Authorization: Bearer <bearer token>")
 
 
 class FlowForm(FlaskForm):

@@ -14,6 +14,11 @@ from . import bp
 from .context import project_or_404
 from .forms import ActionForm, BearerForm, FlowForm, KeyForm, WebhookForm
 
+ROTATED_BEARER = (
+    "Bearer token replaced: deliveries carry the new one from now on and the old one is no "
+    "longer sent. Update your receiver; deliveries it refuses meanwhile are retried."
+)
+
 
 @bp.get("/p/<int:project_id>/keys")
 @login_required
@@ -76,7 +81,7 @@ def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
     flow = flow_settings.flow_status(project)
     context = {
         "form": WebhookForm(formdata=None, url=project.webhook_url),
-        "bearer_form": BearerForm(formdata=None, send_bearer=project.send_bearer_secret),
+        "bearer_form": BearerForm(formdata=None, send_bearer=project.send_bearer),
         "flow": flow,
         "flow_form": _flow_form(flow),
         "flow_error": None,
@@ -84,6 +89,7 @@ def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
         "echo_deliveries": echo_store.shown_for(project),
         "test_result": None,
         "secret": None,
+        "bearer_token": None,
         **extra,
     }
     return render_template("dashboard/webhook.html", **context), status
@@ -165,5 +171,26 @@ def set_bearer(project_id: int) -> Any:
     form = BearerForm()
     if form.validate_on_submit():
         webhooks.set_bearer(project, bool(form.send_bearer.data))
-        flash("Bearer header " + ("on." if project.send_bearer_secret else "off."), "ok")
+        flash("Bearer header " + ("on." if project.send_bearer else "off."), "ok")
     return redirect(url_for("dashboard.webhook", project_id=project.id))
+
+
+@bp.post("/p/<int:project_id>/webhook/bearer-token")
+@login_required
+def reveal_bearer_token(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    token = project.webhook_bearer_token
+    if htmx:
+        return render_template("dashboard/_bearer_token.html", bearer_token=token)
+    return _webhook_page(project, bearer_token=token)
+
+
+@bp.post("/p/<int:project_id>/webhook/bearer-token/rotate")
+@login_required
+def rotate_bearer_token(project_id: int) -> Any:
+    project = project_or_404(project_id)
+    token = webhooks.rotate_bearer_token(project)
+    if htmx:
+        return render_template("dashboard/_bearer_token.html", bearer_token=token, rotated=True)
+    flash(ROTATED_BEARER, "ok")
+    return _webhook_page(project, bearer_token=token)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .. import clock, metrics, plans
+from .. import clock, metrics, plans, usage
 from ..errors import Conflict
-from ..models import Job
+from ..extensions import db
+from ..models import Job, Project
 from .handoff import forget, hand_over, schedule, wake
 from .queries import get, reload
 from .transitions import S, move
@@ -68,27 +69,48 @@ def reschedule(project_id: int, job_id: str, when: datetime) -> Job:
 def replay(project_id: int, job_id: str) -> Job:
     """FAILED → QUEUED with a fresh retry budget, delivered now.
 
+    A replay is one more job toward the team's monthly quota (DESIGN.md §4), consumed in the
+    transaction of the transition: when the quota is spent the job stays FAILED.
+
     Raises:
         NotFound: no such job in the project.
         Conflict: the job is not FAILED.
+        LimitReached: the team's monthly quota is used up.
     """
     job = get(project_id, job_id)
     now = clock.utcnow()
-    if not move(
-        job.id,
-        [S.FAILED],
-        S.QUEUED,
-        retry_base=job.attempts,
-        next_attempt_at=now,
-        completed_at=None,
-    ):
+    plan, team_id = _plan_and_team(project_id)
+    try:
+        moved = move(
+            job.id,
+            [S.FAILED],
+            S.QUEUED,
+            commit=False,
+            retry_base=job.attempts,
+            next_attempt_at=now,
+            completed_at=None,
+        )
+        if moved:
+            usage.consume(team_id, plan, now)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    if not moved:
         reload(job)
         raise Conflict("Job is not in FAILED status", jobId=job.id, status=job.status)
     job = reload(job)
-    timeout = plans.of_project(project_id).delivery_timeout
-    hand_over(job.id, job.next_attempt_number, project_id, now, timeout)
+    hand_over(job.id, job.next_attempt_number, project_id, now, plan.delivery_timeout)
     metrics.count_job("replayed")
     return reload(job)
+
+
+def _plan_and_team(project_id: int) -> tuple[plans.Plan, int]:
+    """The plan and team id of ``project_id`` (one query)."""
+    row = db.session.execute(
+        plans.select_with_plan(Project.team_id).where(Project.id == project_id)
+    ).one()
+    return plans.get(row.plan), row.team_id
 
 
 def _not_queued(job: Job) -> Conflict:

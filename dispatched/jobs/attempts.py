@@ -39,7 +39,8 @@ class Delivery:
     payload: Any
     url: str | None
     secrets: tuple[str, ...]
-    bearer: bool
+    #: Sent as ``Authorization: Bearer``; None when the project switched the header off.
+    bearer_token: str | None
     timeout: int
     not_before: datetime
     retry_base: int
@@ -78,7 +79,8 @@ def claim(holder: str | None, refs: list[Ref], worker_id: str) -> list[Delivery]
             Project.webhook_secret,
             Project.previous_webhook_secret,
             Project.secret_rotated_at,
-            Project.send_bearer_secret,
+            Project.webhook_bearer_token,
+            Project.send_bearer,
         )
         .join(Job, Job.project_id == Project.id)
         .where(Job.id.in_(list(wanted)))
@@ -119,7 +121,7 @@ def claim(holder: str | None, refs: list[Ref], worker_id: str) -> list[Delivery]
                     payload=row.payload,
                     url=row.webhook_url,
                     secrets=webhooks.live_secrets(row, now),
-                    bearer=row.send_bearer_secret,
+                    bearer_token=row.webhook_bearer_token if row.send_bearer else None,
                     timeout=plans.get(row.plan).delivery_timeout,
                     not_before=row.next_attempt_at or row.scheduled_for,
                     retry_base=row.retry_base,
