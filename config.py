@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -160,6 +161,15 @@ class Config:
     #: Hard cap on any request body; the per-plan payload limit is checked separately.
     MAX_CONTENT_LENGTH = as_int(os.environ.get("MAX_CONTENT_LENGTH"), 1024 * 1024)
     RATELIMIT_STRATEGY = os.environ.get("RATELIMIT_STRATEGY", "fixed-window")
+    #: Dashboard abuse limits (Flask-Limiter strings; "per email" counts failed logins only).
+    LOGIN_LIMIT_PER_EMAIL = os.environ.get("LOGIN_LIMIT_PER_EMAIL", "5/minute")
+    LOGIN_LIMIT_PER_ADDRESS = os.environ.get("LOGIN_LIMIT_PER_ADDRESS", "20/minute")
+    SIGNUP_LIMIT_PER_ADDRESS = os.environ.get("SIGNUP_LIMIT_PER_ADDRESS", "10/hour")
+    PASSWORD_LIMIT_PER_USER = os.environ.get("PASSWORD_LIMIT_PER_USER", "5/minute")
+    #: Reverse proxies in front of the app whose X-Forwarded-For is trusted (client address).
+    PROXY_HOPS = as_int(os.environ.get("PROXY_HOPS"), 0)
+    #: Lifetime of a login: the remember cookie and its server-side session record.
+    REMEMBER_COOKIE_DURATION = timedelta(days=30)
     ECHO_RECEIVER_ENABLED = as_optional_bool(os.environ.get("ECHO_RECEIVER_ENABLED"))
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")

@@ -163,6 +163,10 @@ def register_extensions(app: Flask) -> None:
     app.config.setdefault(
         "RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
     )
+    if app.config.get("PROXY_HOPS"):  # the login limits key on the client's address
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_HOPS"])
 
     # Registered before the limiter so it runs after it (after_request runs in reverse order):
     # the limiter writes Retry-After on every response; keep it where it means something.

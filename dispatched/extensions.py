@@ -35,5 +35,8 @@ limiter = Limiter(
 login_manager = LoginManager()
 login_manager.login_view = "dashboard.login"
 login_manager.login_message = "Please log in to continue."
+# The session and remember cookies carry a per-login token (``accounts``), never the user id:
+# logging out, a password change or "log out other sessions" revokes it server-side.
+login_manager.id_attribute = "get_session_token"
 csrf = CSRFProtect()
 htmx = HTMX()

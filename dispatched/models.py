@@ -73,6 +73,15 @@ class User(UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
     team: Mapped[Team] = relationship()
+    #: "owner" (the team's first user: invites and removes members) or "member".
+    role: Mapped[str] = mapped_column(sa.String(16), default="member", server_default="member")
+
+    #: The login session this object was loaded for (set by ``accounts``; not a column).
+    session_token = None
+
+    def get_session_token(self) -> str | None:
+        """Return Flask-Login's id (``login_manager.id_attribute``): this login's token."""
+        return self.session_token
 
 
 class Project(db.Model):
@@ -239,3 +248,39 @@ class MonthlyUsage(db.Model):
     )
     month: Mapped[str] = mapped_column(sa.String(7), primary_key=True)
     jobs: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+
+class UserSession(db.Model):
+    """One dashboard login; its token is Flask-Login's id and is stored only as a SHA-256."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    #: "Firefox on Linux": enough to recognise a device in the sessions list.
+    user_agent: Mapped[str] = mapped_column(sa.String(120), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    #: Refreshed at most every few minutes (``accounts.LAST_SEEN_GRANULARITY``).
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Invite(db.Model):
+    """A single-use link that lets one person join a team; only the token's SHA-256 is kept."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(sa.ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_by_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    team: Mapped[Team] = relationship()
+    created_by: Mapped[User | None] = relationship()

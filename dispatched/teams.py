@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -14,7 +15,16 @@ from .errors import BadRequest, Conflict, NotFound, ServiceError
 from .extensions import db
 from .models import Project, ProjectFlow, Team, User
 
+logger = logging.getLogger(__name__)
+
 _hasher = PasswordHasher()
+
+#: New passwords (sign-up, invites, password change, the CLI): 12-200 characters.
+PASSWORD_MIN_LENGTH = 12
+PASSWORD_MAX_LENGTH = 200
+#: Roles: the team's first user is its owner (invites and removes members).
+OWNER = "owner"
+MEMBER = "member"
 
 
 @dataclass
@@ -33,9 +43,7 @@ def create_team(name: str, plan: str | None = None, webhook_url: str | None = No
 
 def add_team(name: str, plan: str | None = None, webhook_url: str | None = None) -> NewTeam:
     """Add a team with its "default" project and a first API key; flush only (caller commits)."""
-    name = (name or "").strip()
-    if not name or len(name) > 120:
-        raise BadRequest(f"team name must be 1-120 characters, got {name!r}")
+    name = valid_team_name(name)
     plan = plan or current_app.config["DEFAULT_PLAN"]
     if plan not in plans.names():
         raise BadRequest(f"unknown plan {plan!r}; choose one of {', '.join(plans.names())}")
@@ -87,35 +95,79 @@ def create_user(email: str, password: str, team: Team) -> User:
     return user
 
 
-def add_user(email: str, password: str, team: Team) -> User:
-    """Add a user of ``team`` with an argon2 password hash; flush only (caller commits)."""
+def valid_team_name(name: str | None) -> str:
+    """Return the stripped team name, or raise BadRequest."""
+    name = (name or "").strip()
+    if not name or len(name) > 120:
+        raise BadRequest(f"team name must be 1-120 characters, got {name!r}")
+    return name
+
+
+def valid_email(email: str | None) -> str:
+    """Return the normalized (stripped, lower-case) email address, or raise BadRequest."""
     email = (email or "").strip().lower()
     if "@" not in email or len(email) > 254:
         raise BadRequest(f"invalid email address {email!r}")
-    if len(password or "") < 8:
-        raise BadRequest("password must be at least 8 characters")
+    return email
+
+
+def check_new_password(password: str | None) -> None:
+    """Raise BadRequest unless ``password`` is 12-200 characters long."""
+    if not PASSWORD_MIN_LENGTH <= len(password or "") <= PASSWORD_MAX_LENGTH:
+        raise BadRequest(
+            f"password must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters, "
+            f"got {len(password or '')}"
+        )
+
+
+def hash_password(password: str) -> str:
+    """Return the argon2 hash of ``password``."""
+    return _hasher.hash(password)
+
+
+def add_user(email: str, password: str, team: Team) -> User:
+    """Add a user of ``team`` (its owner if it is the first); flush only (caller commits)."""
+    email = valid_email(email)
+    check_new_password(password)
     if db.session.execute(sa.select(User.id).where(User.email == email)).first():
         raise Conflict(f"a user with email {email!r} already exists")
-    user = User(email=email, password_hash=_hasher.hash(password), team_id=team.id)
+    first = not db.session.execute(sa.select(User.id).where(User.team_id == team.id)).first()
+    user = User(
+        email=email,
+        password_hash=hash_password(password),
+        team_id=team.id,
+        role=OWNER if first else MEMBER,
+    )
     db.session.add(user)
     db.session.flush()
     return user
 
 
-def sign_up(email: str, password: str, team_name: str) -> User:
-    """Create a team (project "default", a first key) and its first user in one transaction."""
-    email = (email or "").strip().lower()
-    if db.session.execute(sa.select(User.id).where(User.email == email)).first():
-        raise Conflict(f"a user with email {email!r} already exists")
-    if len(password or "") < 8:
-        raise BadRequest("password must be at least 8 characters")
+def sign_up(email: str, password: str, team_name: str) -> User | None:
+    """Create a team and its owner in one transaction; None when the email already has a user.
+
+    Bad input raises BadRequest whether or not the email is known; a known email costs the same
+    argon2 hash and is only logged, so the caller can answer both cases alike.
+    """
+    email = valid_email(email)
+    check_new_password(password)
+    valid_team_name(team_name)
+    existing = find_user(email)
+    if existing is not None:
+        hash_password(password)
+        logger.info("sign-up with the email of user %s: nothing created", existing.id)
+        return None
     try:
         created = add_team(team_name, None)
         user = add_user(email, password, created.team)
+        db.session.commit()
+    except (Conflict, sa.exc.IntegrityError):  # a concurrent sign-up took the email
+        db.session.rollback()
+        logger.info("sign-up raced another one for the same email: nothing created")
+        return None
     except ServiceError:
         db.session.rollback()
         raise
-    db.session.commit()
     return user
 
 
@@ -124,11 +176,6 @@ def find_user(email: str) -> User | None:
     return db.session.execute(
         sa.select(User).where(User.email == (email or "").strip().lower())
     ).scalar_one_or_none()
-
-
-def get_user(user_id: str) -> User | None:
-    """Return the user whose id is the string ``user_id`` (a session's), or None."""
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
 
 
 def authenticate_user(email: str, password: str) -> User | None:
@@ -189,6 +236,7 @@ def add_project(team: Team, name: str) -> Project:
 
 
 def check_password(user: User, password: str) -> bool:
+    """Return whether ``password`` is the user's (argon2 verify)."""
     try:
         return _hasher.verify(user.password_hash, password)
     except (VerifyMismatchError, InvalidHashError):

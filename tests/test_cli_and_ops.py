@@ -70,7 +70,7 @@ def test_create_key_user_and_set_plan(runner, client):
     )
     assert again.exit_code == 1 and "already exists" in again.output
     short = runner.invoke(args=["admin", "create-user", "x@example.com", "Acme"], input="short\n")
-    assert short.exit_code == 1 and "at least 8" in short.output
+    assert short.exit_code == 1 and "12-200 characters" in short.output
 
     assert runner.invoke(args=["admin", "set-plan", "Acme", "scale"]).exit_code == 0
     usage = client.get("/api/usage", headers={"Authorization": f"Bearer {token}"}).json

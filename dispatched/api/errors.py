@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 from flask import Flask, Response, make_response, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import ERROR_CODES, ServiceError, code_for_status, error_response
-from ..extensions import db
+from ..extensions import db, limiter
 from .auth import Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,13 @@ def _html_error(status: int, title: str, message: str) -> Response | None:
         render_template("error.html", status=status, title=title, message=message), status
     )
     return response
+
+
+def _retry_message(exc: RateLimitExceeded) -> str:
+    """Say which dashboard limit was hit and when to try again."""
+    current = limiter.current_limit
+    wait = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+    return f"Too many attempts: {exc.description} ({exc.limit.limit}). Try again in {wait} s."
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -48,6 +57,10 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded) -> Response:
         # Flask-Limiter adds Retry-After and X-RateLimit-* in its after_request hook.
+        dashboard = request.blueprint in HTML_BLUEPRINTS  # the message costs a storage read
+        html = _html_error(429, "Too many attempts", _retry_message(exc)) if dashboard else None
+        if html is not None:
+            return html
         return error_response(
             "RATE_LIMITED",
             ERROR_CODES["RATE_LIMITED"],

@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("dashboard", __name__)
 
-from . import auth, jobs, pages, settings  # noqa: E402,F401  (routes register on import)
+from . import account, auth, jobs, pages, settings, team  # noqa: E402,F401  (routes register)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, EqualTo, Length, Optional
+
+from ..teams import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
+
+#: A new password: the service checks the same bounds (``teams.check_new_password``).
+NEW_PASSWORD = [DataRequired(), Length(min=PASSWORD_MIN_LENGTH, max=PASSWORD_MAX_LENGTH)]
 
 
 class LoginForm(FlaskForm):
@@ -15,7 +20,21 @@ class LoginForm(FlaskForm):
 class SignupForm(FlaskForm):
     team = StringField("Team name", validators=[DataRequired(), Length(max=120)])
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=200)])
+    password = PasswordField("Password", validators=NEW_PASSWORD)
+
+
+class InviteAcceptForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=NEW_PASSWORD)
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=200)])
+    new = PasswordField("New password", validators=NEW_PASSWORD)
+    confirm = PasswordField(
+        "New password again",
+        validators=[DataRequired(), EqualTo("new", "the new passwords differ")],
+    )
 
 
 class KeyForm(FlaskForm):
