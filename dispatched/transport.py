@@ -73,6 +73,12 @@ def enqueue_now(job_id: str, attempt: int, timeout: int) -> None:
     hand_over([(None, [(job_id, attempt)])], timeout)
 
 
+def send_test_event(project_id: int, event_id: str, queue_ttl: int) -> None:
+    """Have a delivery worker send the project's dashboard test event (``test_events``);
+    dropped if no worker takes it within ``queue_ttl`` seconds."""
+    backend().send_test_event(project_id, event_id, queue_ttl)
+
+
 def wake(project_id: int) -> None:
     """Tell the release loop the project has an attempt due now."""
     backend().wake(project_id)

@@ -9,7 +9,9 @@ Implements the functions of ``transport`` (the seam callers use):
 - the release loop is rq-scheduler's ``Scheduler`` (its lock keeps one active across
   processes) with our ``run``: it sleeps until the earliest due attempt, a wake-up or
   ``interval``, asks the job service what to release (``on_tick``), and hands each released
-  group to the workers as one RQ job ``dispatched.delivery.deliver_batch(holder, attempts)``.
+  group to the workers as one RQ job ``dispatched.delivery.deliver_batch(holder, attempts)``;
+- a dashboard test event is one RQ job ``dispatched.delivery.deliver_test_event(project_id,
+  event_id)`` on the same queue, discarded by RQ if no worker takes it in time.
 
 Tasks are enqueued by dotted name, so nothing here imports the task modules.
 """
@@ -38,6 +40,7 @@ from .transport import AttemptRef, Group, OnTick, TransportUnavailable
 logger = logging.getLogger(__name__)
 
 DELIVER_BATCH_TASK = "dispatched.delivery.deliver_batch"
+DELIVER_TEST_EVENT_TASK = "dispatched.delivery.deliver_test_event"
 #: rq-scheduler's sorted set of timed attempts (score: the exact due time, Unix seconds).
 SCHEDULED_KEY = Scheduler.scheduled_jobs_key
 #: Project ids with an attempt due now (pushed by the API, popped by the release loop).
@@ -95,6 +98,27 @@ def hand_over(groups: list[Group], timeout: int) -> None:
                 )
             )
         queue.enqueue_many(datas)
+    except RedisError as exc:
+        raise _unavailable(exc) from exc
+
+
+def send_test_event(project_id: int, event_id: str, queue_ttl: int) -> None:
+    """Enqueue the test event's RQ job (RQ drops it after ``queue_ttl`` s in the queue)."""
+    try:
+        _queue().enqueue_many(
+            [
+                Queue.prepare_data(
+                    DELIVER_TEST_EVENT_TASK,
+                    args=(project_id, event_id),
+                    job_id=event_id,
+                    timeout=HAND_OVER_TIMEOUT,
+                    ttl=queue_ttl,
+                    result_ttl=0,
+                    failure_ttl=FAILURE_TTL,
+                    description=f"test event {event_id} of project {project_id}",
+                )
+            ]
+        )
     except RedisError as exc:
         raise _unavailable(exc) from exc
 

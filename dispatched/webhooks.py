@@ -22,12 +22,11 @@ import requests
 from flask import current_app
 from requests_hardened.ip_filter import InvalidIPAddress, filter_host
 
-from . import clock, plans, signing
+from . import clock, signing
 from .errors import BadRequest
 from .extensions import db
-from .ids import new_id
 from .models import Project
-from .outbound import USER_AGENT, Result, post
+from .outbound import USER_AGENT
 
 MAX_URL_LENGTH = 2048
 #: After a rotation the previous secret keeps signing (and verifying) for this long.
@@ -142,28 +141,21 @@ def rotate_secret(project: Project, now: datetime | None = None) -> str:
     return project.webhook_secret
 
 
-def send_test_event(project: Project) -> Result:
-    """POST a signed test event to the project's webhook now (not a job; nothing is stored)."""
-    if not project.webhook_url:
-        return Result("error", 0, error="no webhook URL configured")
+#: The payload of a dashboard test event.
+TEST_PAYLOAD = {"type": "dispatched.test", "message": "Test event from the dashboard"}
+
+
+def test_event_request(project: Project, event_id: str) -> tuple[bytes, dict[str, str]]:
+    """Return the body and headers of a test event, signed exactly like a delivery (its id
+    stands for the job and attempt ids). ``test_events`` has a worker send it."""
     now = clock.utcnow()
-    msg_id = new_id("test")
-    body, headers = signing.delivery_request(
+    return signing.delivery_request(
         live_secrets(project, now),
-        msg_id,
-        msg_id,
+        event_id,
+        event_id,
         1,
-        {"type": "dispatched.test", "message": "Test event from the dashboard"},
+        TEST_PAYLOAD,
         timestamp=int(now.timestamp()),
         bearer_token=project.webhook_bearer_token if project.send_bearer else None,
         user_agent=USER_AGENT,
-    )
-    plan = plans.get(project.team.plan)
-    return post(
-        project.webhook_url,
-        body,
-        headers,
-        min(plan.delivery_timeout, 10),
-        current_app.config["ALLOW_PRIVATE_WEBHOOKS"],
-        allow_http=current_app.config["ALLOW_HTTP_WEBHOOKS"],
     )

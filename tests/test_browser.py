@@ -208,3 +208,72 @@ def test_phone_width_has_no_page_overflow(app, live_server, browser):
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, (path, overflow)
     context.close()
+
+
+def test_main_pages_run_under_the_csp_without_violations(app, live_server, page):
+    """Every main page, its htmx actions and polling, with the CSP on: nothing is refused."""
+    console: list[str] = []
+    errors: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Also catch violations reported only as DOM events (init scripts run outside the CSP).
+    page.add_init_script(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+        " (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+
+    def check(where: str) -> None:
+        violations = [m for m in console if "Content Security Policy" in m or "Refused" in m]
+        assert violations == [], (where, violations)
+        assert page.evaluate("window.__csp") == [], where
+        assert errors == [], (where, errors)
+
+    page.goto(f"{live_server}/login")
+    check("login")
+    sign_up(page, live_server)
+    check("sign-up")
+    pid = project_id(app, "Analytical")
+    assert page.evaluate("htmx.config.allowEval") is False
+    assert page.evaluate("document.querySelectorAll('style').length") == 0  # no injected CSS
+    meter = page.query_selector("svg.meter rect")
+    assert meter is not None and meter.bounding_box()["width"] >= 0
+
+    token = create_key(page, live_server, pid)
+    page.click("#new-key button[data-copy]")
+    page.wait_for_selector("#new-key button:has-text('Copied')")
+    check("keys")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    job_id = requests.post(
+        f"{live_server}/api/jobs/dispatch",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"payload": {"csp": True}, "scheduleFor": later},
+        timeout=10,
+    ).json()["jobId"]
+    page.goto(f"{live_server}/p/{pid}/jobs")
+    page.wait_for_selector(f"#row-{job_id}")
+    page.wait_for_timeout(2500)  # one htmx poll of the rows
+    check("jobs")
+    page.goto(f"{live_server}/p/{pid}/jobs/{job_id}")
+    check("job")
+
+    with app.app_context():
+        db.session.get(Project, pid).webhook_url = "http://127.0.0.1:9/hook"
+        db.session.commit()
+    page.goto(f"{live_server}/p/{pid}/webhook")
+    page.click("text=Reveal")
+    page.wait_for_selector("#secret")
+    page.click("#secret-box button[data-copy]")
+    page.wait_for_selector("#secret-box button:has-text('Copied')")
+    page.click("text=Send test event")  # no worker here: it stays queued, polled every second
+    page.wait_for_selector("#test-result .test-event[data-state=waiting]")
+    with page.expect_request(re.compile(r".*/webhook/test/test_\w+$")):
+        pass
+    for _ in range(6):  # the 7th test event of the minute is refused with the reason shown
+        page.click("text=Send test event")
+        page.wait_for_timeout(150)
+    page.wait_for_selector("#test-result >> text=Too many test events")
+    check("webhook")
+
+    page.goto(f"{live_server}/p/{pid}/plan")
+    page.goto(f"{live_server}/p/{pid}/nowhere")  # the HTML error page
+    check("plan and error pages")

@@ -153,38 +153,6 @@ def test_webhook_url_is_validated_and_saved(app, client, owner, database_url, re
     assert refused.status_code == 400 and "private" in refused.get_data(as_text=True)
 
 
-def test_send_test_event_reports_the_receivers_answer(app, client, owner, receiver):
-    from standardwebhooks.webhooks import Webhook
-
-    from dispatched.outbound import USER_AGENT
-    from tests.support import answer
-
-    url = receiver.on("/hook", answer(200))
-    token = page_token(client, f"/p/{owner}/webhook")
-    client.post(f"/p/{owner}/webhook", data={"csrf_token": token, "url": url})
-    r = client.post(
-        f"/p/{owner}/webhook/test", headers={"HX-Request": "true", "X-CSRFToken": token}
-    )
-    assert r.status_code == 200 and "Receiver answered HTTP 200" in r.get_data(as_text=True)
-    (got,) = receiver.received("/hook")
-    with app.app_context():
-        project = db.session.get(Project, owner)
-        secret, bearer_token = project.webhook_secret, project.webhook_bearer_token
-    # Sent like a delivery: the same body shape, headers and signature.
-    headers = {k.lower(): v for k, v in got.headers.items()}
-    test_id = headers["webhook-id"]
-    assert test_id.startswith("test_")
-    assert Webhook(secret).verify(got.body, headers) == {
-        "jobId": test_id,
-        "attemptId": test_id,
-        "attempt": test_id,
-        "attemptNumber": 1,
-        "payload": {"type": "dispatched.test", "message": "Test event from the dashboard"},
-    }
-    assert headers["content-type"] == "application/json" and headers["user-agent"] == USER_AGENT
-    assert headers["authorization"] == f"Bearer {bearer_token}"  # the token, never the secret
-
-
 def test_rotate_secret_keeps_previous(app, client, owner):
     with app.app_context():
         old = db.session.get(Project, owner).webhook_secret

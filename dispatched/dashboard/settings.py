@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
-from .. import echo_store, flow_settings, keys, webhooks
+from .. import echo_store, flow_settings, keys, test_events, webhooks
 from ..errors import NotFound, ServiceError
 from ..extensions import htmx
 from . import bp
@@ -87,7 +87,8 @@ def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
         "flow_error": None,
         "action_form": ActionForm(),
         "echo_deliveries": echo_store.shown_for(project),
-        "test_result": None,
+        "test_event": None,
+        "test_error": None,
         "secret": None,
         "bearer_token": None,
         **extra,
@@ -98,7 +99,13 @@ def _webhook_page(project: Any, status: int = 200, **extra: Any) -> Any:
 @bp.get("/p/<int:project_id>/webhook")
 @login_required
 def webhook(project_id: int) -> Any:
-    return _webhook_page(project_or_404(project_id))
+    project = project_or_404(project_id)
+    event_id = request.args.get("test")
+    if not event_id:
+        return _webhook_page(project)
+    event = test_events.get(project.id, event_id)
+    expired = None if event else "That test event's answer has expired; send another."
+    return _webhook_page(project, test_event=event, test_error=expired)
 
 
 @bp.post("/p/<int:project_id>/webhook")
@@ -137,11 +144,32 @@ def save_flow(project_id: int) -> Any:
 @bp.post("/p/<int:project_id>/webhook/test")
 @login_required
 def test_webhook(project_id: int) -> Any:
+    """Queue a test event; the answer comes later (htmx polls ``test_event_status``)."""
     project = project_or_404(project_id)
-    result = webhooks.send_test_event(project)
+    try:
+        event = test_events.start(project)
+    except ServiceError as exc:
+        if htmx:
+            page = render_template("dashboard/_test_result.html", test_error=exc.message)
+        else:
+            page, _ = _webhook_page(project, test_error=exc.message)
+        return page, exc.status, exc.headers
     if htmx:
-        return render_template("dashboard/_test_result.html", result=result)
-    return _webhook_page(project, test_result=result)
+        return render_template("dashboard/_test_result.html", test_event=event), 202
+    return redirect(
+        url_for("dashboard.webhook", project_id=project.id, test=event.id, _anchor="test-result")
+    )
+
+
+@bp.get("/p/<int:project_id>/webhook/test/<event_id>")
+@login_required
+def test_event_status(project_id: int, event_id: str) -> Any:
+    """The test event's state: polled every second until the receiver's answer is in."""
+    project = project_or_404(project_id)
+    event = test_events.get(project.id, event_id)
+    if event is None:
+        raise NotFound(f"test event {event_id!r} not found (its answer is kept 10 minutes)")
+    return render_template("dashboard/_test_result.html", test_event=event)
 
 
 @bp.post("/p/<int:project_id>/webhook/secret")
