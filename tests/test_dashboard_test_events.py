@@ -221,7 +221,7 @@ def test_web_request_returns_at_once_while_a_worker_waits_on_a_slow_receiver(
             "csrf_token": token,
             "team": "Slow",
             "email": "s@example.com",
-            "password": "pw-12345678",
+            "password": "pw-123456789012",
         },
         timeout=10,
     )
@@ -229,6 +229,9 @@ def test_web_request_returns_at_once_while_a_worker_waits_on_a_slow_receiver(
     with app.app_context():
         db.session.get(Project, pid).webhook_url = receiver.on("/slow", answer(200, delay=3))
         db.session.commit()
+    # The CSRF token changes at login: take the one of the logged-in session.
+    page = http.get(f"{live_server}/p/{pid}/webhook", timeout=10).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
 
     started = time.monotonic()
     r = http.post(
