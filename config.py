@@ -191,6 +191,9 @@ TEST_DATA_ENCRYPTION_KEY = "dGVzdC1vbmx5LWRhdGEtZW5jcnlwdGlvbi1rZXktMzI="
 class TestConfig(Config):
     """Settings for the test suite: the test DB, small delays, private webhooks allowed."""
 
+    #: Cheap password hashing: the tests check who may log in, not argon2's cost.
+    ARGON2_PARAMS = {"time_cost": 1, "memory_cost": 8 * 1024, "parallelism": 1}
+
     ENV = "test"
     TESTING = True
     SECRET_KEY = "test-secret-key"

@@ -17,7 +17,16 @@ from .models import Project, ProjectFlow, Team, User
 
 logger = logging.getLogger(__name__)
 
-_hasher = PasswordHasher()
+_hashers: dict[tuple[tuple[str, int], ...], PasswordHasher] = {}
+
+
+def _hasher() -> PasswordHasher:
+    """argon2id with the app's ``ARGON2_PARAMS`` (the library's defaults unless configured)."""
+    params = tuple(sorted(current_app.config.get("ARGON2_PARAMS", {}).items()))
+    if params not in _hashers:
+        _hashers[params] = PasswordHasher(**dict(params))
+    return _hashers[params]
+
 
 #: New passwords (sign-up, invites, password change, the CLI): 12-200 characters.
 PASSWORD_MIN_LENGTH = 12
@@ -122,7 +131,7 @@ def check_new_password(password: str | None) -> None:
 
 def hash_password(password: str) -> str:
     """Return the argon2 hash of ``password``."""
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def add_user(email: str, password: str, team: Team) -> User:
@@ -182,7 +191,7 @@ def authenticate_user(email: str, password: str) -> User | None:
     """Return the user with this email and password, or None."""
     user = find_user(email)
     if user is None:
-        _hasher.hash(password or "x")  # same cost whether or not the email exists
+        _hasher().hash(password or "x")  # same cost whether or not the email exists
         return None
     return user if check_password(user, password) else None
 
@@ -238,6 +247,6 @@ def add_project(team: Team, name: str) -> Project:
 def check_password(user: User, password: str) -> bool:
     """Return whether ``password`` is the user's (argon2 verify)."""
     try:
-        return _hasher.verify(user.password_hash, password)
+        return _hasher().verify(user.password_hash, password)
     except (VerifyMismatchError, InvalidHashError):
         return False

