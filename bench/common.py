@@ -858,17 +858,36 @@ def cpu_report(before: dict[str, float], after: dict[str, float], seconds: float
     return f"CPU cores used ({os.cpu_count()} on this machine): " + ", ".join(parts)
 
 
-def profile_children(pid: int, seconds: float, label: str) -> list[Any]:
-    """Start py-spy (``pip install py-spy==0.4.3``) on every child of ``pid``; return the
-    Popen objects, each with ``.path`` (collapsed stacks for bench/profile_summary.py)."""
+def pyspy() -> str:
+    """py-spy: ``BENCH_PYSPY``, else on PATH, else the venv's. Without touching the venv:
+    ``.venv/bin/python -m pip install --target /tmp/pyspy py-spy==0.4.3`` and
+    ``BENCH_PYSPY=/tmp/pyspy/bin/py-spy``."""
+    import shutil
+
+    return (
+        os.environ.get("BENCH_PYSPY")
+        or shutil.which("py-spy")
+        or next((p for p in ("/tmp/pyspy/bin/py-spy",) if Path(p).exists()), None)
+        or str(VENV_BIN / "py-spy")
+    )
+
+
+def profile_children(
+    pid: int, seconds: float, label: str, include_root: bool = False, gil: bool = False
+) -> list[Any]:
+    """Start py-spy (``pip install py-spy==0.4.3``) on every child of ``pid`` (and ``pid``
+    itself with ``include_root``); ``gil``: only samples holding the GIL (CPU in Python).
+    Return the Popen objects, each with ``.path`` (collapsed stacks for
+    bench/profile_summary.py)."""
     import psutil
 
     spies = []
-    for child in psutil.Process(pid).children():
+    root = psutil.Process(pid)
+    for child in ([root] if include_root else []) + root.children():
         path = str(TMP / f"prof-{label}-{child.pid}.txt")
         spy = subprocess.Popen(
             [
-                str(VENV_BIN / "py-spy"),
+                pyspy(),
                 "record",
                 "--pid",
                 str(child.pid),
@@ -881,6 +900,7 @@ def profile_children(pid: int, seconds: float, label: str) -> list[Any]:
                 "--output",
                 path,
                 "--nonblocking",
+                *(["--gil"] if gil else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -145,10 +145,14 @@ def run_engine(
             from bench.profile_summary import summarize as profile_summary
 
             receiver.wait_count(n // 5, 120)
-            spies = profile_children(procs.pid(name), 4, name)
-            for s in spies:
+            workers = profile_children(procs.pid(name), 4, name)
+            sched = profile_children(procs.pid("scheduler"), 4, "scheduler", include_root=True)
+            for s in workers + sched:
                 s.wait(60)
-            log(profile_summary([s.path for s in spies], top=40))
+            log("    py-spy, engine worker processes (4 s):")
+            log(profile_summary([s.path for s in workers], top=40))
+            log("    py-spy, scheduler process (4 s):")
+            log(profile_summary([s.path for s in sched], top=25))
 
         threading.Thread(target=spy, daemon=True).start()
     receiver.wait_count(n, 240)
