@@ -817,6 +817,58 @@ if __name__ == "__main__":
     main()
 
 
+# --- PostgreSQL wait events -------------------------------------------------------------------
+
+
+class PgWaits:
+    """Sample pg_stat_activity of the bench database every ``every`` s in a thread (as
+    bench/dispatch_locks.py does): what each backend is doing or waiting for; for a backend
+    waiting on a lock, which statement. ``report()`` gives the mean backends per state."""
+
+    QUERY = (
+        "SELECT coalesce(wait_event_type, '-'), coalesce(wait_event, '-'), state, "
+        "CASE WHEN wait_event_type = 'Lock' OR state = 'active' THEN left(query, 48) ELSE '' "
+        "END FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend'"
+    )
+
+    def __init__(self, every: float = 0.05) -> None:
+        self.every = every
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PgWaits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as pg:
+            while not self._stop.wait(self.every):
+                for row in pg.execute(self.QUERY, (PG_DB,)):
+                    key = tuple(str(x) for x in row)
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                self.samples += 1
+
+    def report(self, top: int = 12) -> str:
+        n = max(self.samples, 1)
+        rows = sorted(self.counts.items(), key=lambda kv: -kv[1])[:top]
+        lines = [f"pg_stat_activity, {self.samples} samples: mean backends per state"]
+        for (etype, event, state, query), count in rows:
+            lines.append(
+                f"  {count / n:5.2f}  {state:20s} {etype}/{event}"
+                + (f"  [{query.replace(chr(10), ' ')}]" if query else "")
+            )
+        return "\n".join(lines)
+
+
 # --- CPU accounting --------------------------------------------------------------------------
 
 
@@ -873,7 +925,12 @@ def pyspy() -> str:
 
 
 def profile_children(
-    pid: int, seconds: float, label: str, include_root: bool = False, gil: bool = False
+    pid: int,
+    seconds: float,
+    label: str,
+    include_root: bool = False,
+    gil: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> list[Any]:
     """Start py-spy (``pip install py-spy==0.4.3``) on every child of ``pid`` (and ``pid``
     itself with ``include_root``); ``gil``: only samples holding the GIL (CPU in Python).
@@ -901,6 +958,7 @@ def profile_children(
                 path,
                 "--nonblocking",
                 *(["--gil"] if gil else []),
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

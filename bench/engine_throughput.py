@@ -11,7 +11,8 @@ receiver's), three phases in one run, each delivering the same N requests to it:
    the baseline of the earlier benchmark 2);
 2. **raw loop**: the same concurrency as the engine (``-p`` processes x ``-c`` threads, each
    thread one ``requests.Session``) posting the body and signed headers of a real delivery,
-   with no bookkeeping at all: the most this machine's HTTP client stack can do;
+   with no bookkeeping at all (also 1 process x 1 thread, for reference: the GIL makes 64
+   threads of one process slower than one thread against a fast receiver);
 3. **engine**: N jobs dispatched through the API (gunicorn 2x8) with no worker or scheduler
    running; then ``worker.py`` (WORKER_CONCURRENCY=p, DELIVERY_CONCURRENCY=c: the default
    install is 2 x 64) and ``scheduler.py`` start and the receiver counts deliveries.
@@ -24,6 +25,7 @@ ratios for each receiver.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import threading
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
     NginxReceiver,
+    PgWaits,
     ReceiverClient,
     common_args,
     cpu_report,
@@ -66,6 +69,78 @@ def rates(receiver: Any, n: int, started: float) -> dict[str, Any]:
         "wall": wall,
         "wall_rate": got / wall if times else 0.0,
     }
+
+
+class StateSampler:
+    """Every 0.25 s: jobs by status (DB) and hand-over jobs waiting in the RQ queue. Shows
+    where the attempts are: QUEUED (waiting for release), DISPATCHED (released, in a
+    hand-over job not yet claimed), STARTED (claimed by an engine: in flight or awaiting
+    its result's recording)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, int, int, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> StateSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        from bench.common import PG_URL, redis_conn
+
+        conn = redis_conn()
+        with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as pg:
+            while not self._stop.wait(0.25):
+                st = dict(pg.execute("SELECT status, count(*) FROM jobs GROUP BY status"))
+                queued = st.get("QUEUED", 0)
+                if not queued and not st.get("DISPATCHED") and not st.get("STARTED"):
+                    continue
+                self.rows.append(
+                    (
+                        time.time(),
+                        conn.llen("rq:queue:dispatched"),
+                        queued,
+                        st.get("DISPATCHED", 0),
+                        st.get("STARTED", 0),
+                    )
+                )
+
+    def report(self) -> str:
+        busy = [r for r in self.rows if r[2] > 0]  # while a backlog waits
+        if not busy:
+            return "job states: no samples"
+        mean = [sum(r[i] for r in busy) / len(busy) for i in range(1, 5)]
+        return (
+            f"while the backlog lasted ({len(busy)} samples), mean: hand-over jobs in the RQ "
+            f"queue {mean[0]:.0f}, attempts DISPATCHED (released, not yet claimed) "
+            f"{mean[2]:.0f}, STARTED (claimed by an engine) {mean[3]:.0f}"
+        )
+
+
+def handovers(log_name: str) -> str:
+    """Hand-over jobs the workers ran (from their log) and attempts that came that way."""
+    import re
+
+    from bench.common import LOGS
+
+    sizes = [
+        int(m.group(1))
+        for m in re.finditer(
+            r"dispatched: deliver (\d+) attempts", (LOGS / f"{log_name}.log").read_text()
+        )
+    ]
+    return (
+        f"{len(sizes)} hand-over RQ jobs carried {sum(sizes)} attempts (mean "
+        f"{sum(sizes) / max(len(sizes), 1):.1f} per job); the rest were released by the "
+        "workers themselves after a delivery"
+    )
 
 
 def sample_delivery() -> tuple[str, dict[str, str]]:
@@ -120,6 +195,7 @@ def run_engine(
     threads: int | None,
     label: str,
     profile: bool,
+    pg_waits: bool = False,
 ) -> dict[str, Any]:
     receiver.reset()
     secs = dispatch_backlog(base, key, n)
@@ -155,8 +231,16 @@ def run_engine(
             log(profile_summary([s.path for s in sched], top=25))
 
         threading.Thread(target=spy, daemon=True).start()
-    receiver.wait_count(n, 240)
+    with (
+        PgWaits() if pg_waits else contextlib.nullcontext() as waits,
+        StateSampler() as states,
+    ):
+        receiver.wait_count(n, 240)
     cpu = cpu_report(cpu0, cpu_snapshot(procs), time.time() - started)
+    log("    " + states.report())
+    log("    " + handovers(name))
+    if waits is not None:
+        log("    " + waits.report().replace("\n", "\n    "))
     sampler.join(5)
     res = rates(receiver, n, started)
     res["cpu"] = cpu
@@ -188,6 +272,15 @@ def main() -> None:
     parser.add_argument("--bare-workers", type=int, default=4)
     parser.add_argument("--receivers", default="python,nginx")
     parser.add_argument("--profile", action="store_true", help="py-spy the engine's workers")
+    parser.add_argument(
+        "--pg-waits", action="store_true", help="sample pg_stat_activity in the engine phase"
+    )
+    parser.add_argument(
+        "--no-raw-reference",
+        dest="raw_reference",
+        action="store_false",
+        help="skip the single-threaded raw loop (printed for reference, not in the ratio)",
+    )
     args = parser.parse_args()
     wanted = args.receivers.split(",")
     if "nginx" in wanted and not shutil.which("nginx"):
@@ -210,6 +303,9 @@ def main() -> None:
             show(f"bare RQ SimpleWorker x{args.bare_workers}", bare)
             raw = run_raw(procs, receiver, args.n, args.processes, args.concurrency)
             show(f"raw requests loop {args.processes}x{args.concurrency}", raw)
+            if args.raw_reference:
+                ref = run_raw(procs, receiver, args.n, 1, 1)
+                show("raw requests loop 1x1 (reference)", ref)
             ours = run_engine(
                 procs,
                 env,
@@ -221,6 +317,7 @@ def main() -> None:
                 args.concurrency,
                 rname,
                 args.profile,
+                args.pg_waits,
             )
             show(f"engine worker.py {args.processes}x{args.concurrency}", ours)
             procs.stop(rname if rname == "nginx" else "receiver")
