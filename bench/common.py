@@ -102,8 +102,17 @@ def redis_conn():  # type: ignore[no-untyped-def]
     return conn
 
 
+def background_load(seconds: float = 3.0) -> float:
+    """Cores busy on the machine (others' processes: nothing of the benchmark runs yet)."""
+    import psutil
+
+    return sum(psutil.cpu_percent(interval=seconds, percpu=True)) / 100
+
+
 def reset(db: str) -> dict[str, str]:
-    """Empty Redis DB 14 and the bench database, run the migrations; return the env."""
+    """Empty Redis DB 14 and the bench database, run the migrations; return the env.
+    Logs the machine's background load first (the machine is shared)."""
+    log(f"  background load before the run: {background_load():.2f} of {os.cpu_count()} cores")
     redis_conn().flushdb()
     TMP.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
