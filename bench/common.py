@@ -933,6 +933,27 @@ def pyspy() -> str:
     )
 
 
+def spy_on(
+    procs: Procs, names: list[str], seconds: float, label: str, gil: bool = False, top: int = 30
+) -> str:
+    """py-spy the processes started as ``names`` (each tree: root and children) for
+    ``seconds``; return a profile_summary per name."""
+    from bench.profile_summary import summarize as profile_summary
+
+    spies = {
+        name: profile_children(procs.pid(name), seconds, f"{label}-{name}", True, gil)
+        for name in names
+    }
+    out = []
+    for name, group in spies.items():
+        for spy in group:
+            spy.wait(seconds + 60)
+        paths = [s.path for s in group if Path(s.path).exists()]
+        out.append(f"py-spy {name} ({seconds:g} s{', GIL holders only' if gil else ''}):")
+        out.append(profile_summary(paths, top=top) if paths else "  (no samples)")
+    return "\n".join(out)
+
+
 def profile_children(
     pid: int,
     seconds: float,

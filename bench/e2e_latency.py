@@ -16,6 +16,7 @@ dispatch request was sent. Targets (issue 9): p50 <= 20 ms and p99 <= 100 ms at 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from bench.common import (  # noqa: E402
     processes,
     reset,
     run_load,
+    spy_on,
     start_scheduler,
     start_web,
     start_workers,
@@ -53,11 +55,22 @@ def e2e_phase(
     seconds: float,
     probe: bool = True,
     wait: float = 30.0,
+    profile: bool = False,
 ) -> dict[str, Any]:
-    """Dispatch at ``rate`` for ``seconds``; return the e2e summaries of the delivered jobs."""
+    """Dispatch at ``rate`` for ``seconds``; return the e2e summaries of the delivered jobs
+    (``profile``: py-spy the worker pool and the scheduler for 5 s in the middle)."""
     receiver.reset()
     threads = max(8, int(rate * 0.15) + 8)  # ~150 ms of API latency per thread, and spare
     cpu0, t0 = cpu_snapshot(procs), time.time()
+    spied: list[str] = []
+    if profile:
+
+        def spy() -> None:
+            time.sleep(seconds / 2 - 2.5)
+            spied.append(spy_on(procs, ["worker", "scheduler"], 5, f"e2e{rate:g}"))
+
+        spier = threading.Thread(target=spy, daemon=True)
+        spier.start()
     res = run_load(
         dispatch_spec(
             base,
@@ -70,6 +83,9 @@ def e2e_phase(
         )
     )
     cpu = cpu_report(cpu0, cpu_snapshot(procs), time.time() - t0)
+    if profile:
+        spier.join(90)
+        log(f"  [{rate:g}/s] " + "\n".join(spied).replace("\n", "\n    "))
     sent = {rec[1]: (rec[2], rec[3]) for rec in res["records"] if rec[1]}
     deadline = time.time() + wait
     got: dict[str, float] = {}
@@ -87,6 +103,7 @@ def e2e_phase(
         "api": res["latency"],
         "probe": res["probe"],
         "after_response": summarize([got[j] - sent[j][1] for j in got]),
+        "pairs": sorted((sent[j][1], got[j] - sent[j][1]) for j in got),
         "after_request": summarize([got[j] - sent[j][0] for j in got]),
         "cpu": cpu,
     }
@@ -122,6 +139,7 @@ def main() -> None:
     parser.add_argument("--rates", default="50,200")
     parser.add_argument("--rate", type=float, default=None, help="one rate (older form)")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--profile", action="store_true", help="py-spy workers and scheduler")
     args = parser.parse_args()
     rates = [args.rate] if args.rate else [float(x) for x in args.rates.split(",")]
     log(
@@ -140,7 +158,9 @@ def main() -> None:
         run_load(dispatch_spec(base, team["apiKey"], threads=4, rate=20, duration=3))
         time.sleep(2)
         for rate in rates:
-            results[rate] = e2e_phase(procs, base, team["apiKey"], receiver, rate, args.seconds)
+            results[rate] = e2e_phase(
+                procs, base, team["apiKey"], receiver, rate, args.seconds, profile=args.profile
+            )
             show(f"{rate:g}/s", results[rate])
             time.sleep(2)
     verdicts = []

@@ -94,12 +94,28 @@ def main() -> None:
         stop.set()
         watcher.join(5)
         a1 = slow.stats()
+        a_times = sorted(r["t"] for r in slow.records())
         show("B, A busy", busy)
         log(
             f"  A during B's phase: in flight at its receiver min {min(peak)} / max "
             f"{max(peak)} (max ever {a1['max_in_flight']}, cap 50); delivered "
             f"{a1['count'] - a0['count']} in the phase ({a1['count']} in all)"
         )
+    # Do B's slowest jobs coincide with A's waves (50 of A's deliveries end together every
+    # 5 s and the next 50 start)? A's request starts within 0.5 s before/after each B job.
+    import bisect
+
+    def a_near(t: float) -> int:
+        return bisect.bisect_left(a_times, t + 0.5) - bisect.bisect_left(a_times, t - 0.5)
+
+    pairs = busy["pairs"]
+    slowest = sorted(pairs, key=lambda p: -p[1])[:6]
+    mean_near = sum(a_near(t) for t, _ in pairs) / max(len(pairs), 1)
+    log(
+        "  B's slowest jobs with A busy (e2e ms: A's request starts within +-0.5 s): "
+        + ", ".join(f"{lat * 1000:.0f}: {a_near(t)}" for t, lat in slowest)
+        + f"; mean over all B jobs {mean_near:.1f}"
+    )
     p99_idle = idle["after_response"]["p99"]
     p99_busy = busy["after_response"]["p99"]
     log(
