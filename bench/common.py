@@ -829,6 +829,18 @@ if __name__ == "__main__":
 # --- PostgreSQL wait events -------------------------------------------------------------------
 
 
+def pg_transactions() -> int:
+    """Transactions committed or rolled back in the bench database so far (all processes)."""
+    import psycopg
+
+    with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as pg:
+        row = pg.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (PG_DB,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 class PgWaits:
     """Sample pg_stat_activity of the bench database every ``every`` s in a thread (as
     bench/dispatch_locks.py does): what each backend is doing or waiting for; for a backend

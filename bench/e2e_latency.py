@@ -32,6 +32,7 @@ from bench.common import (  # noqa: E402
     dispatch_spec,
     log,
     ms,
+    pg_transactions,
     processes,
     reset,
     run_load,
@@ -61,7 +62,7 @@ def e2e_phase(
     (``profile``: py-spy the worker pool and the scheduler for 5 s in the middle)."""
     receiver.reset()
     threads = max(8, int(rate * 0.15) + 8)  # ~150 ms of API latency per thread, and spare
-    cpu0, t0 = cpu_snapshot(procs), time.time()
+    cpu0, t0, xact0 = cpu_snapshot(procs), time.time(), pg_transactions()
     spied: list[str] = []
     if profile:
 
@@ -94,7 +95,9 @@ def e2e_phase(
         if len(got) >= len(sent):
             break
         time.sleep(0.5)
+    xacts = pg_transactions() - xact0
     return {
+        "xacts_per_job": xacts / max(len(got), 1),
         "sent": len(sent),
         "got": len(got),
         "rps": res["rps"],
@@ -130,6 +133,10 @@ def show(label: str, r: dict[str, Any]) -> None:
             f"p99 {ms(r['probe']['p99'])}"
         )
     log("    " + r["cpu"] + " (load generator = the rest)")
+    log(
+        f"    PostgreSQL transactions per delivered job (web, scheduler, workers; "
+        f"pg_stat_database): {r['xacts_per_job']:.1f}"
+    )
 
 
 def main() -> None:
