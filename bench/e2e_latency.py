@@ -56,7 +56,7 @@ def e2e_phase(
     seconds: float,
     probe: bool = True,
     wait: float = 30.0,
-    profile: bool = False,
+    profile: bool | str = False,
 ) -> dict[str, Any]:
     """Dispatch at ``rate`` for ``seconds``; return the e2e summaries of the delivered jobs
     (``profile``: py-spy the worker pool and the scheduler for 5 s in the middle)."""
@@ -68,7 +68,9 @@ def e2e_phase(
 
         def spy() -> None:
             time.sleep(seconds / 2 - 2.5)
-            spied.append(spy_on(procs, ["worker", "scheduler"], 5, f"e2e{rate:g}"))
+            spied.append(
+                spy_on(procs, ["worker", "scheduler"], 5, f"e2e{rate:g}", gil=profile == "gil")
+            )
 
         spier = threading.Thread(target=spy, daemon=True)
         spier.start()
@@ -147,6 +149,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="one rate (older form)")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--profile", action="store_true", help="py-spy workers and scheduler")
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="the same, GIL-holding samples only (CPU)"
+    )
     args = parser.parse_args()
     rates = [args.rate] if args.rate else [float(x) for x in args.rates.split(",")]
     log(
@@ -166,7 +171,13 @@ def main() -> None:
         time.sleep(2)
         for rate in rates:
             results[rate] = e2e_phase(
-                procs, base, team["apiKey"], receiver, rate, args.seconds, profile=args.profile
+                procs,
+                base,
+                team["apiKey"],
+                receiver,
+                rate,
+                args.seconds,
+                profile="gil" if args.profile_gil else args.profile,
             )
             show(f"{rate:g}/s", results[rate])
             time.sleep(2)
