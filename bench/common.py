@@ -35,7 +35,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-VENV_BIN = ROOT / ".venv" / "bin"
+#: The venv's bin directory: the checkout's ``.venv``, else the one of the interpreter running
+#: the benchmark (a worktree without a venv of its own: ``/work/main/.venv/bin/python
+#: bench/...``), or ``BENCH_VENV_BIN``.
+VENV_BIN = Path(
+    os.environ.get("BENCH_VENV_BIN")
+    or (ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "python").exists() else "")
+    or Path(sys.executable).parent
+)
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 TMP = Path("/tmp/dispatched_bench")
 LOGS = TMP / "logs"
@@ -46,8 +53,14 @@ PG_DB = "dispatched_bench"
 PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
 SQLITE_PATH = TMP / "bench.db"
 SQLITE_URL = f"sqlite:///{SQLITE_PATH}"
-#: The scale plan without a rate limit, so the limiter never refuses a benchmark request.
-PLANS_JSON = json.dumps({"scale": {"rate_per_minute": 100_000_000, "monthly_quota": None}})
+#: The scale and pro plans without a rate limit or quota, so the limiter never refuses a
+#: benchmark request (their other limits, e.g. the parallelism caps 250 / 50, are the defaults).
+PLANS_JSON = json.dumps(
+    {
+        "scale": {"rate_per_minute": 100_000_000, "monthly_quota": None},
+        "pro": {"rate_per_minute": 100_000_000, "monthly_quota": None},
+    }
+)
 
 GUNICORN_ARGS = ["--workers", "2", "--threads", "8"]
 
@@ -89,8 +102,17 @@ def redis_conn():  # type: ignore[no-untyped-def]
     return conn
 
 
+def background_load(seconds: float = 3.0) -> float:
+    """Cores busy on the machine (others' processes: nothing of the benchmark runs yet)."""
+    import psutil
+
+    return sum(psutil.cpu_percent(interval=seconds, percpu=True)) / 100
+
+
 def reset(db: str) -> dict[str, str]:
-    """Empty Redis DB 14 and the bench database, run the migrations; return the env."""
+    """Empty Redis DB 14 and the bench database, run the migrations; return the env.
+    Logs the machine's background load first (the machine is shared)."""
+    log(f"  background load before the run: {background_load():.2f} of {os.cpu_count()} cores")
     redis_conn().flushdb()
     TMP.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -129,12 +151,27 @@ def flask(env: dict[str, str], *args: str) -> str:
     return out.stdout
 
 
-def create_team(env: dict[str, str], webhook_url: str, name: str = "Bench") -> dict[str, Any]:
-    """Create a scale-plan team whose default project posts to ``webhook_url``."""
+def create_team(
+    env: dict[str, str], webhook_url: str, name: str = "Bench", plan: str = "scale"
+) -> dict[str, Any]:
+    """Create a team (scale plan by default) whose default project posts to ``webhook_url``."""
     out = flask(
-        env, "admin", "create-team", name, "--plan", "scale", "--webhook-url", webhook_url, "--json"
+        env, "admin", "create-team", name, "--plan", plan, "--webhook-url", webhook_url, "--json"
     )
     return json.loads(out.strip().splitlines()[-1])
+
+
+def set_flow(
+    env: dict[str, str], project_id: int, parallelism: int | None = None, rate: float | None = None
+) -> dict[str, Any]:
+    """``flask admin set-flow``: the project's parallelism / ratePerSecond; returns what is in
+    force."""
+    args = ["admin", "set-flow", str(project_id), "--json"]
+    if parallelism is not None:
+        args += ["--parallelism", str(parallelism)]
+    if rate is not None:
+        args += ["--rate", f"{rate:g}"]
+    return json.loads(flask(env, *args).strip().splitlines()[-1])
 
 
 def db_size_bytes(db: str) -> int:
@@ -261,9 +298,21 @@ def start_web(procs: Procs, env: dict[str, str], name: str = "web") -> str:
     return base
 
 
-def start_workers(procs: Procs, env: dict[str, str], count: int, name: str = "worker") -> None:
-    """``python worker.py`` with WORKER_CONCURRENCY=count (an RQ WorkerPool of DeliveryWorker)."""
-    procs.start(name, [PYTHON, str(ROOT / "worker.py")], {**env, "WORKER_CONCURRENCY": str(count)})
+def start_workers(
+    procs: Procs,
+    env: dict[str, str],
+    count: int | None = None,
+    name: str = "worker",
+    delivery_concurrency: int | None = None,
+) -> None:
+    """``python worker.py`` with WORKER_CONCURRENCY=count processes (an RQ WorkerPool of
+    DeliveryWorker), each with DELIVERY_CONCURRENCY threads; None = the install's default."""
+    extra = {}
+    if count is not None:
+        extra["WORKER_CONCURRENCY"] = str(count)
+    if delivery_concurrency is not None:
+        extra["DELIVERY_CONCURRENCY"] = str(delivery_concurrency)
+    procs.start(name, [PYTHON, str(ROOT / "worker.py")], {**env, **extra})
 
 
 def start_pool(
@@ -303,15 +352,26 @@ def wait_workers(queue: str, count: int, timeout: float = 60.0) -> float:
     raise RuntimeError(f"only {Worker.count(connection=conn)} of {count} workers registered")
 
 
-def tree_memory(pid: int) -> list[dict[str, float]]:
-    """RSS and USS (MiB) of each descendant of ``pid`` (the pool's worker processes)."""
+def tree_memory(pid: int, include_root: bool = False) -> list[dict[str, float]]:
+    """RSS, USS and PSS (MiB) of each descendant of ``pid`` (the pool's worker processes), and
+    of ``pid`` itself with ``include_root``."""
     import psutil
 
     rows = []
-    for child in psutil.Process(pid).children(recursive=True):
+    root = psutil.Process(pid)
+    family = ([root] if include_root else []) + root.children(recursive=True)
+    for child in family:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             info = child.memory_full_info()
-            rows.append({"pid": child.pid, "rss": info.rss / 2**20, "uss": info.uss / 2**20})
+            rows.append(
+                {
+                    "pid": child.pid,
+                    "rss": info.rss / 2**20,
+                    "uss": info.uss / 2**20,
+                    "pss": getattr(info, "pss", 0) / 2**20,
+                    "threads": child.num_threads(),
+                }
+            )
     return rows
 
 
@@ -349,6 +409,11 @@ class ReceiverClient:
     def reset(self) -> None:
         self.http.get(self.base + "/reset", timeout=5)
 
+    def stats(self) -> dict[str, int]:
+        """{count, in_flight, max_in_flight}: requests being answered now / at most at once
+        since the last reset (from reading the request line to writing the answer)."""
+        return self.http.get(self.base + "/stats", timeout=5).json()
+
     def wait_count(self, n: int, timeout: float, on_tick: Any = None) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -365,6 +430,7 @@ def serve_receiver(delay: float) -> None:
     """Threaded HTTP/1.1 server: records each POST (time, jobId, attempt, payload), answers 200."""
     records: list[dict[str, Any]] = []
     lock = threading.Lock()
+    gauge = {"in_flight": 0, "max_in_flight": 0}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -381,6 +447,16 @@ def serve_receiver(delay: float) -> None:
 
         def do_POST(self) -> None:  # noqa: N802
             at = time.time()
+            with lock:
+                gauge["in_flight"] += 1
+                gauge["max_in_flight"] = max(gauge["max_in_flight"], gauge["in_flight"])
+            try:
+                self._post(at)
+            finally:
+                with lock:
+                    gauge["in_flight"] -= 1
+
+        def _post(self, at: float) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             try:
                 data = json.loads(body)
@@ -408,18 +484,110 @@ def serve_receiver(delay: float) -> None:
             elif self.path == "/reset":
                 with lock:
                     records.clear()
+                    gauge["max_in_flight"] = gauge["in_flight"]
                 self._reply(200, b"{}")
+            elif self.path == "/stats":
+                with lock:
+                    data = json.dumps({"count": len(records), **gauge}).encode()
+                self._reply(200, data)
             else:
                 self._reply(404, b"{}")
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 1024
+    class Server(ThreadingHTTPServer):
+        # A class attribute: listen() runs in the constructor, so setting it on the instance
+        # afterwards (as this file did before) left the backlog at 5, and 128 clients
+        # connecting at once got SYN retries and connection errors.
+        request_queue_size = 1024
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
     print(server.server_port, flush=True)
     server.serve_forever()
+
+
+class NginxReceiver:
+    """Debian's nginx answering ``return 200`` on a loopback port: a receiver that costs far
+    less CPU per request than the Python one. Its own temp config dir (never the system one),
+    one worker process, keep-alive without a request limit; it logs ``$msec`` per request to
+    an access log, which gives the same ``count``/``records``/``reset`` as ReceiverClient.
+
+    ``apt-get install -y nginx-light`` if ``which nginx`` finds nothing.
+    """
+
+    def __init__(self, procs: Procs, name: str = "nginx") -> None:
+        import shutil
+
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            raise RuntimeError("nginx is not installed (apt-get install -y nginx-light)")
+        self.dir = TMP / "nginx"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.dir.chmod(0o777)
+        self.log = self.dir / "access.log"
+        self.port = free_port()
+        d = self.dir
+        conf = f"""
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    log_format stamp '$msec';
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    tcp_nodelay on;
+    server {{
+        listen 127.0.0.1:{self.port} backlog=1024;
+        location / {{
+            access_log {self.log} stamp;
+            default_type application/json;
+            return 200 '{{"ok":true}}';
+        }}
+    }}
+}}
+"""
+        (d / "nginx.conf").write_text(conf)
+        self.log.touch()
+        self.log.chmod(0o666)
+        procs.start(name, [binary, "-p", str(d), "-c", str(d / "nginx.conf")], make_env("sqlite"))
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 10
+        import socket
+
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not start: {(d / 'error.log').read_text()}")
+            time.sleep(0.05)
+
+    def url(self, path: str = "/hook") -> str:
+        return self.base + path
+
+    def count(self) -> int:
+        with open(self.log, "rb") as f:
+            return f.read().count(b"\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        with open(self.log, "rb") as f:
+            return [{"t": float(x), "job": None, "n": None, "p": None} for x in f.read().split()]
+
+    def reset(self) -> None:
+        os.truncate(self.log, 0)  # nginx appends (O_APPEND): it goes on at offset 0
+
+    def wait_count(self, n: int, timeout: float, on_tick: Any = None) -> bool:
+        return ReceiverClient.wait_count(self, n, timeout, on_tick)  # type: ignore[arg-type]
 
 
 # --- load generator --------------------------------------------------------------------------
@@ -437,6 +605,27 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout)
+
+
+def run_loads(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Several load processes at once (e.g. one per core); their JSON results in order."""
+    procs = [
+        subprocess.Popen(
+            [PYTHON, str(BENCH / "common.py"), "load", json.dumps(spec)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for spec in specs
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed:\n{err[-3000:]}")
+        results.append(json.loads(out))
+    return results
 
 
 def dispatch_spec(base: str, key: str, **spec: Any) -> dict[str, Any]:
@@ -463,8 +652,9 @@ def _load(spec: dict[str, Any]) -> dict[str, Any]:
     schedule), ``warmup`` (s, not counted), ``dispatch`` (send dispatch bodies: payload
     ``{"i": n, "due": due}`` and ``scheduleFor`` from ``due_at`` (one unix time for all) or
     ``due_start`` + ``due_spread`` (job i due at due_start + i*spread/count)), ``body`` (raw
-    JSON object for non-dispatch POSTs), ``record`` (return per-request records), ``probe_url``
-    (with ``rate``: also POST to that URL right after each request, recording its round trip).
+    JSON object for non-dispatch POSTs), ``body_raw`` (a string sent as is), ``record`` (return
+    per-request records), ``probe_url`` (with ``rate``: also POST to that URL right after each
+    request, recording its round trip), ``start_delay`` (s before the threads start; 0.2).
     """
     import requests
 
@@ -483,7 +673,8 @@ def _load(spec: dict[str, Any]) -> dict[str, Any]:
     probe_lat: list[float] = []
     errors: dict[str, int] = {}
     recs: list[list[Any]] = []
-    start_at = time.perf_counter() + 0.2
+    raw_body = spec["body_raw"].encode() if "body_raw" in spec else None
+    start_at = time.perf_counter() + float(spec.get("start_delay", 0.2))
     measure_from = start_at + warmup
     stop_at = measure_from + float(duration) if duration else None
 
@@ -504,6 +695,8 @@ def _load(spec: dict[str, Any]) -> dict[str, Any]:
             return json.dumps(body).encode()
         if "body" in spec:
             return json.dumps(spec["body"]).encode()
+        if "body_raw" in spec:
+            return raw_body
         return None
 
     def worker() -> None:
@@ -633,6 +826,70 @@ if __name__ == "__main__":
     main()
 
 
+# --- PostgreSQL wait events -------------------------------------------------------------------
+
+
+def pg_transactions() -> int:
+    """Transactions committed or rolled back in the bench database so far (all processes)."""
+    import psycopg
+
+    with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as pg:
+        row = pg.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (PG_DB,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+class PgWaits:
+    """Sample pg_stat_activity of the bench database every ``every`` s in a thread (as
+    bench/dispatch_locks.py does): what each backend is doing or waiting for; for a backend
+    waiting on a lock, which statement. ``report()`` gives the mean backends per state."""
+
+    QUERY = (
+        "SELECT coalesce(wait_event_type, '-'), coalesce(wait_event, '-'), state, "
+        "CASE WHEN wait_event_type = 'Lock' OR state = 'active' THEN left(query, 48) ELSE '' "
+        "END FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend'"
+    )
+
+    def __init__(self, every: float = 0.05) -> None:
+        self.every = every
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PgWaits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as pg:
+            while not self._stop.wait(self.every):
+                for row in pg.execute(self.QUERY, (PG_DB,)):
+                    key = tuple(str(x) for x in row)
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                self.samples += 1
+
+    def report(self, top: int = 12) -> str:
+        n = max(self.samples, 1)
+        rows = sorted(self.counts.items(), key=lambda kv: -kv[1])[:top]
+        lines = [f"pg_stat_activity, {self.samples} samples: mean backends per state"]
+        for (etype, event, state, query), count in rows:
+            lines.append(
+                f"  {count / n:5.2f}  {state:20s} {etype}/{event}"
+                + (f"  [{query.replace(chr(10), ' ')}]" if query else "")
+            )
+        return "\n".join(lines)
+
+
 # --- CPU accounting --------------------------------------------------------------------------
 
 
@@ -674,17 +931,62 @@ def cpu_report(before: dict[str, float], after: dict[str, float], seconds: float
     return f"CPU cores used ({os.cpu_count()} on this machine): " + ", ".join(parts)
 
 
-def profile_children(pid: int, seconds: float, label: str) -> list[Any]:
-    """Start py-spy (``pip install py-spy==0.4.3``) on every child of ``pid``; return the
-    Popen objects, each with ``.path`` (collapsed stacks for bench/profile_summary.py)."""
+def pyspy() -> str:
+    """py-spy: ``BENCH_PYSPY``, else on PATH, else the venv's. Without touching the venv:
+    ``.venv/bin/python -m pip install --target /tmp/pyspy py-spy==0.4.3`` and
+    ``BENCH_PYSPY=/tmp/pyspy/bin/py-spy``."""
+    import shutil
+
+    return (
+        os.environ.get("BENCH_PYSPY")
+        or shutil.which("py-spy")
+        or next((p for p in ("/tmp/pyspy/bin/py-spy",) if Path(p).exists()), None)
+        or str(VENV_BIN / "py-spy")
+    )
+
+
+def spy_on(
+    procs: Procs, names: list[str], seconds: float, label: str, gil: bool = False, top: int = 30
+) -> str:
+    """py-spy the processes started as ``names`` (each tree: root and children) for
+    ``seconds``; return a profile_summary per name."""
+    from bench.profile_summary import summarize as profile_summary
+
+    spies = {
+        name: profile_children(procs.pid(name), seconds, f"{label}-{name}", True, gil)
+        for name in names
+    }
+    out = []
+    for name, group in spies.items():
+        for spy in group:
+            spy.wait(seconds + 60)
+        paths = [s.path for s in group if Path(s.path).exists()]
+        out.append(f"py-spy {name} ({seconds:g} s{', GIL holders only' if gil else ''}):")
+        out.append(profile_summary(paths, top=top) if paths else "  (no samples)")
+    return "\n".join(out)
+
+
+def profile_children(
+    pid: int,
+    seconds: float,
+    label: str,
+    include_root: bool = False,
+    gil: bool = False,
+    extra: tuple[str, ...] = (),
+) -> list[Any]:
+    """Start py-spy (``pip install py-spy==0.4.3``) on every child of ``pid`` (and ``pid``
+    itself with ``include_root``); ``gil``: only samples holding the GIL (CPU in Python).
+    Return the Popen objects, each with ``.path`` (collapsed stacks for
+    bench/profile_summary.py)."""
     import psutil
 
     spies = []
-    for child in psutil.Process(pid).children():
+    root = psutil.Process(pid)
+    for child in ([root] if include_root else []) + root.children():
         path = str(TMP / f"prof-{label}-{child.pid}.txt")
         spy = subprocess.Popen(
             [
-                str(VENV_BIN / "py-spy"),
+                pyspy(),
                 "record",
                 "--pid",
                 str(child.pid),
@@ -697,6 +999,8 @@ def profile_children(pid: int, seconds: float, label: str) -> list[Any]:
                 "--output",
                 path,
                 "--nonblocking",
+                *(["--gil"] if gil else []),
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

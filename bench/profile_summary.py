@@ -23,7 +23,7 @@ def load(paths: list[str]) -> list[tuple[list[str], int]]:
                     continue
                 stack, _, count = line.rpartition(" ")
                 frames = [
-                    re.sub(r" \(/.*?(site-packages/|work/main/|python3\.11/)", " (", f)
+                    re.sub(r" \(/.*?(site-packages/|work/[^/]+/|python3\.11/)", " (", f)
                     for f in stack.split(";")
                 ]
                 stacks.append((frames, int(count)))

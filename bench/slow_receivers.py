@@ -1,12 +1,22 @@
-"""Benchmark 3: a receiver that takes 200 ms per request; W = 4, 16, 64 delivery workers.
+"""Benchmark 3 (issue 9 row 2): a receiver that takes 200 ms per request, 16 / 64 / 256 in flight.
 
-    .venv/bin/python bench/slow_receivers.py --db postgres --workers 4,16,64
+    .venv/bin/python bench/slow_receivers.py --db postgres --inflight 16,64,256
 
-For each W: N = 25 x W jobs (5 s of work at the ideal rate) are dispatched with no worker
-running, then ``worker.py`` with WORKER_CONCURRENCY=W is started and the receiver counts
-deliveries. Rate = (N - 1) / (last - first delivery); ideal = W / 0.2 s. Memory: RSS and
-USS (unique set: what the process does not share with its forked siblings) of each worker
-process, sampled while it is delivering. Target: rate >= 0.9 x ideal.
+For each in-flight level F: ``worker.py`` runs WORKER_CONCURRENCY=P processes (2, the default
+install) with DELIVERY_CONCURRENCY=F/P threads each. N = 25 x F jobs (5 s of work at the ideal
+rate) are dispatched through the API first, with no worker and no scheduler running, split
+over two projects (two scale-plan teams: one project's plan cap is 250 in flight, below 256);
+then the workers and ``scheduler.py`` start and the receiver counts deliveries.
+Rate = (N - 1) / (last - first delivery); ideal = F / 0.2 s. Target: rate >= 0.9 x ideal.
+
+Memory: RSS, PSS and USS of the worker pool's processes (the pool parent included), once idle
+(engines started, nothing released yet) and once while delivering (half the jobs done).
+Target: total worker RSS at 256 in flight <= 400 MiB; per in-flight delivery <= 1 MiB above
+the process baseline ((busy - idle) / F).
+
+``--workers 4,16,64`` runs the model measured before issue 9 instead: W processes of
+``DELIVERY_CONCURRENCY`` 8 (the engine's smallest workable size: a worker takes a hand-over
+only when 8 attempts fit), so F = 8 x W.
 """
 
 from __future__ import annotations
@@ -21,68 +31,114 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     ReceiverClient,
     common_args,
+    cpu_report,
+    cpu_snapshot,
     create_team,
     log,
     processes,
     reset,
+    start_scheduler,
     start_web,
     start_workers,
     tree_memory,
+    wait_workers,
 )
-from bench.delivery_throughput import dispatch_backlog, measure  # noqa: E402
+from bench.delivery_throughput import dispatch_backlog  # noqa: E402
+from bench.engine_throughput import rates  # noqa: E402
 
 DELAY = 0.2
 
 
+def total(mem: list[dict[str, float]], field: str) -> float:
+    return sum(m[field] for m in mem)
+
+
 def main() -> None:
     parser = common_args(__doc__ or "")
-    parser.add_argument("--workers", default="4,16,64")
-    parser.add_argument("--per-worker", type=int, default=25, help="jobs per worker")
+    parser.add_argument("--inflight", default="16,64,256")
+    parser.add_argument("-p", "--processes", type=int, default=2, help="WORKER_CONCURRENCY")
+    parser.add_argument("--workers", default=None, help="old model: W processes x 8 threads")
+    parser.add_argument("--per-inflight", type=int, default=25, help="jobs per in-flight slot")
+    parser.add_argument("--projects", type=int, default=2)
     args = parser.parse_args()
-    counts = [int(x) for x in args.workers.split(",")]
-    log(f"== slow receivers ({DELAY * 1000:.0f} ms/request), db={args.db}, W={counts}")
+    if args.workers:
+        levels = [(int(w), 8) for w in args.workers.split(",")]
+    else:
+        levels = [(args.processes, int(f) // args.processes) for f in args.inflight.split(",")]
+    log(
+        f"== slow receivers ({DELAY * 1000:.0f} ms/request), db={args.db}, "
+        f"levels (processes x threads) {levels}, {args.projects} projects"
+    )
     ratios = {}
+    rss_at: dict[int, float] = {}
     with processes() as procs:
         env = reset(args.db)
         receiver = ReceiverClient(procs, delay=DELAY)
-        team = create_team(env, receiver.url("/hook"))
+        teams = [
+            create_team(env, receiver.url("/hook"), name=f"Slow {i}") for i in range(args.projects)
+        ]
         base = start_web(procs, env)
-        for w in counts:
-            n = args.per_worker * w
+        for p, c in levels:
+            f = p * c
+            n = args.per_inflight * f
             receiver.reset()
-            secs = dispatch_backlog(base, team["apiKey"], n)
-            name = f"worker{w}"
+            secs = 0.0
+            for i, team in enumerate(teams):
+                share = n // len(teams) + (1 if i < n % len(teams) else 0)
+                secs += dispatch_backlog(base, team["apiKey"], share)
+            name = f"worker{f}"
+            start_workers(procs, env, p, name=name, delivery_concurrency=c)
+            wait_workers("dispatched", p)
+            time.sleep(1.5)
+            idle = tree_memory(procs.pid(name), include_root=True)
             started = time.time()
-            start_workers(procs, env, w, name=name)
-            mem: list = []
+            start_scheduler(procs, env)
+            cpu0 = cpu_snapshot(procs)
+            busy: list = []
+            peak: list = []
 
-            def sample(name: str = name, target: int = n // 2, mem: list = mem) -> None:
+            def sample(
+                target: int = n // 2, busy: list = busy, name: str = name, peak: list = peak
+            ) -> None:
                 receiver.wait_count(target, 120)
-                mem.extend(tree_memory(procs.pid(name)))
+                peak.append(receiver.stats()["in_flight"])
+                busy.extend(tree_memory(procs.pid(name), include_root=True))
 
-            sampler = threading.Thread(target=sample)
+            sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            res = measure(receiver, n, started, timeout=200)
-            sampler.join()
+            receiver.wait_count(n, 200)
+            cpu = cpu_report(cpu0, cpu_snapshot(procs), time.time() - started)
+            sampler.join(10)
+            stats = receiver.stats()
+            res = rates(receiver, n, started)
+            procs.stop("scheduler")
             procs.stop(name)
-            ideal = w / DELAY
-            ratios[w] = res["rate"] / ideal
-            workers = [m for m in mem if m["rss"] > 20]  # the W workers (+ rq's pool parent)
-            rss = sum(m["rss"] for m in workers) / max(len(workers), 1)
-            uss = sum(m["uss"] for m in workers) / max(len(workers), 1)
+            ideal = f / DELAY
+            ratios[f] = res["rate"] / ideal
+            rss_at[f] = total(busy, "rss")
+            grow = (total(busy, "uss") - total(idle, "uss")) / f if busy else float("nan")
             log(
-                f"  W={w:3d}: N={n} (dispatched in {secs:.1f}s)  {res['rate']:6.1f} deliveries/s"
-                f"  ideal {ideal:5.0f}/s  ratio {ratios[w]:.3f}"
-                f"{'' if res['complete'] else ' INCOMPLETE'}   "
-                f"per worker process: RSS {rss:.0f} MiB, USS {uss:.0f} MiB "
-                f"({len(workers)} processes, total USS {sum(m['uss'] for m in workers):.0f} MiB)"
+                f"  {p} x {c:3d} = {f:3d} in flight: N={n} (dispatched in {secs:.1f}s)  "
+                f"{res['rate']:7.1f} deliveries/s  ideal {ideal:5.0f}/s  ratio {ratios[f]:.3f}"
+                f"{'' if res['complete'] else ' INCOMPLETE'}  receiver max in flight "
+                f"{stats['max_in_flight']} (at half-way {peak[0] if peak else '?'})"
             )
+            log(
+                f"      worker pool ({len(busy)} processes) while delivering: RSS "
+                f"{total(busy, 'rss'):.0f} MiB, PSS {total(busy, 'pss'):.0f} MiB, USS "
+                f"{total(busy, 'uss'):.0f} MiB; idle: RSS {total(idle, 'rss'):.0f}, USS "
+                f"{total(idle, 'uss'):.0f} MiB -> {grow * 1024:.0f} KiB USS per in-flight "
+                f"delivery; threads {sum(m['threads'] for m in busy):.0f}"
+            )
+            log(f"      {cpu}")
     log(
         "RATIO measured/ideal deliveries/s ["
         + args.db
         + "] = "
-        + ", ".join(f"W={w}: {r:.3f}" for w, r in ratios.items())
-        + "  (target >= 0.9)"
+        + ", ".join(f"{f} in flight: {r:.3f}" for f, r in ratios.items())
+        + "  (target >= 0.9); worker RSS "
+        + ", ".join(f"{f}: {rss:.0f} MiB" for f, rss in rss_at.items())
+        + " (target <= 400 MiB at 256)"
     )
 
 
