@@ -66,6 +66,9 @@ def check_config(app: Flask) -> None:
     Raises:
         ConfigError: the message names the setting to fix.
     """
+    for name in ("WORKER_CONCURRENCY", "DELIVERY_CONCURRENCY"):
+        if app.config[name] < 1:
+            raise ConfigError(f"{name} must be at least 1, got {app.config[name]}")
     env = app.config["ENV"]
     if env not in ENVIRONMENTS:
         raise ConfigError(

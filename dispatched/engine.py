@@ -277,7 +277,9 @@ class DeliveryEngine:
         if room <= 0:
             return
         try:
-            released = jobs.release(project_ids, lambda: self.worker_id, limit=room)
+            released = jobs.release(
+                project_ids, lambda: self.worker_id, limit=room, spread=1, only_waiting=True
+            )
             if released.refs:
                 self.run(self.worker_id, released.refs)
         except Exception:

@@ -113,6 +113,14 @@ def budget(
     return allowed, None
 
 
+def next_token_at(settings: Settings, state: State, now: datetime) -> datetime | None:
+    """When the next rate token is available (None: no rate, or one is available now)."""
+    if settings.rate is None:
+        return None
+    tokens = tokens_now(settings, state, now)
+    return None if tokens >= 1.0 else now + timedelta(seconds=(1.0 - tokens) / settings.rate)
+
+
 def spend(settings: Settings, state: State, released: int, now: datetime) -> State:
     """Take ``released`` rate tokens."""
     if settings.rate is None:

@@ -45,6 +45,8 @@ DELIVER_TEST_EVENT_TASK = "dispatched.delivery.deliver_test_event"
 SCHEDULED_KEY = Scheduler.scheduled_jobs_key
 #: Project ids with an attempt due now (pushed by the API, popped by the release loop).
 WAKE_KEY = "dispatched:wake"
+#: Redis checks blocking-command timeouts every 1/hz seconds (hz 10 by default).
+REDIS_TICK = 0.11
 #: Keep failed RQ jobs (a bug in the task, not a failed delivery) for a week for inspection.
 FAILURE_TTL = 7 * 24 * 3600
 #: RQ's limit on one hand-over task: it only claims its attempts and gives them to the
@@ -258,19 +260,28 @@ class ReleaseScheduler(Scheduler):
                 self.register_death()
 
     def _wait(self) -> set[int]:
-        """Block until something may be due; return the project ids that were woken."""
+        """Block until something may be due; return the project ids that were woken.
+
+        A wake-up (a job due now) ends the wait at once. Redis serves blocking timeouts on its
+        ``hz`` clock (100 ms by default), so a wait for a due time blocks until ~0.1 s before
+        it and sleeps the rest: an attempt is released at its time, not up to 100 ms after.
+        """
         now = time.time()
         until = now + max(float(self._interval), 0.01)
+        precise = False
         first = self.connection.zrange(SCHEDULED_KEY, 0, 0, withscores=True)
-        if first:
-            until = min(until, first[0][1])
-        if self._next_wake is not None:
-            until = min(until, self._next_wake)
+        if first and first[0][1] < until:
+            until, precise = first[0][1], True
+        if self._next_wake is not None and self._next_wake < until:
+            until, precise = self._next_wake, True
+        blocking = until - now - (REDIS_TICK if precise else 0.0)
         woken: set[int] = set()
-        if until > now:
-            popped = self.connection.brpop([WAKE_KEY], timeout=max(until - now, 0.001))
+        if blocking >= 0.01:
+            popped = self.connection.brpop([WAKE_KEY], timeout=blocking)
             if popped:
                 woken.add(int(popped[1]))
+        if not woken and precise and until > time.time():
+            time.sleep(until - time.time())
         return woken | self._drain_wakes()
 
     def _drain_wakes(self) -> set[int]:

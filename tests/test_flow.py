@@ -147,3 +147,11 @@ def test_at_its_setting_a_project_counts_no_streak_and_a_pause_ending_now_is_ove
     assert flow.after_results(settings, State(), [OK] * 5, NOW) == State()
     ended = flow.after_results(settings, State(paused_until=NOW), [OK], NOW)
     assert ended.paused_until is None
+
+
+def test_next_token_time():
+    settings = Settings(5, 4.0, 50)
+    assert flow.next_token_at(Settings(5, None, 50), State(), NOW) is None
+    assert flow.next_token_at(settings, State(), NOW) is None  # one is there now
+    spent = flow.spend(settings, State(), 1, NOW)
+    assert flow.next_token_at(settings, spent, NOW) == NOW + timedelta(seconds=0.25)

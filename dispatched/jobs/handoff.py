@@ -15,7 +15,7 @@ from .. import clock, plans, transport
 from ..extensions import db
 from ..ids import new_id
 from ..models import Job
-from .release import mark_waiting, release, waiting_projects
+from .release import mark_waiting, release, room_for_hand_over, waiting_projects
 from .transitions import S, move, set_fields
 
 logger = logging.getLogger(__name__)
@@ -47,11 +47,16 @@ def on_tick(due: list[tuple[str, int]], woken: set[int]) -> transport.Tick:
                     projects.add(row.project_id)
         ready, tick.next_wake = waiting_projects(now)
         projects.update(ready)
+        room, live = room_for_hand_over() if projects else (None, 0)
     finally:
         # The long-lived scheduler session never stays inside a transaction, even after a DB
         # error (a failed transaction would make every later pass fail too).
         db.session.rollback()
-    released = release(projects, lambda: "rq:" + new_id("hand"), now=now)
+    # Hand over no more than the workers have room for: what would wait in the RQ queue holds
+    # its project's slots while idle workers of other nodes could not take it.
+    released = release(
+        projects, lambda: "rq:" + new_id("hand"), limit=room, spread=max(1, live), now=now
+    )
     tick.groups = list(released.groups)
     if released.next_wake is not None:
         tick.next_wake = min(filter(None, [tick.next_wake, released.next_wake]))

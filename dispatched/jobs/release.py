@@ -21,7 +21,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from .. import clock, flow, plans
+from .. import clock, flow, plans, workers
 from ..extensions import db
 from ..models import Job, Project, ProjectFlow
 from ..outbound import Result
@@ -124,34 +124,45 @@ def release(
     holder: Callable[[], str],
     *,
     limit: int | None = None,
+    spread: int = SPREAD,
+    only_waiting: bool = False,
     now: datetime | None = None,
 ) -> Released:
     """Release the due attempts of ``project_ids`` that their flow control allows; commit.
 
     ``holder()`` names each group of at most HAND_OVER_BATCH attempts (an RQ job id, or the
-    worker process that keeps them); ``limit`` caps the total (a worker's free capacity).
-    Groups mix projects round-robin, so one busy project does not fill a worker's batch.
+    worker process that keeps them); a release is split over up to ``spread`` groups (the live
+    worker processes), mixing projects round-robin. ``limit`` caps the total (the workers' free
+    capacity), shared fairly between the projects. ``only_waiting`` skips projects that have no
+    attempt waiting for a slot (no lock, no query: the common case after a delivery).
     """
     ids = sorted(set(project_ids))
+    if ids and only_waiting:
+        ids = sorted(
+            db.session.execute(
+                sa.select(flow_table.c.project_id).where(
+                    flow_table.c.project_id.in_(ids), flow_table.c.waiting.is_(True)
+                )
+            ).scalars()
+        )
     result = Released()
     if not ids:
+        db.session.rollback()
         return result
     now = now or clock.utcnow()
     try:
         states = {project_id: lock_flow(project_id) for project_id in ids}
         settings = settings_of(ids)
         busy = in_flight(ids)
+        budgets = {
+            pid: flow.budget(settings[pid], states[pid], busy.get(pid, 0), now)
+            for pid in ids
+            if pid in settings  # not deleted meanwhile
+        }
+        shares = fair_shares({pid: allowed for pid, (allowed, _) in budgets.items()}, limit)
         picked: dict[int, list[Ref]] = {}
         waits: dict[int, tuple[bool, datetime | None]] = {}
-        room = limit if limit is not None else None
-        for project_id in ids:
-            if project_id not in settings:
-                continue  # deleted meanwhile
-            allowed, wake_at = flow.budget(
-                settings[project_id], states[project_id], busy.get(project_id, 0), now
-            )
-            if room is not None:
-                allowed = min(allowed, room)
+        for project_id, share in shares.items():
             rows = db.session.execute(
                 sa.select(Job.id, Job.attempts)
                 .where(
@@ -160,16 +171,16 @@ def release(
                     Job.next_attempt_at <= now,
                 )
                 .order_by(Job.next_attempt_at, Job.id)
-                .limit(allowed + 1)
+                .limit(share + 1)
             ).all()
-            picked[project_id] = [(job_id, attempts) for job_id, attempts in rows[:allowed]]
-            if room is not None:
-                room -= len(picked[project_id])
-            waits[project_id] = (len(rows) > allowed, wake_at)
+            picked[project_id] = [(job_id, attempts) for job_id, attempts in rows[:share]]
+            allowed, wake_at = budgets[project_id]
+            # Held back by the room left, not by time: wait for room (no wake-up time).
+            waits[project_id] = (len(rows) > share, wake_at if share == allowed else None)
         released_by_project: dict[int, int] = {}
         queue = [ref for refs in itertools.zip_longest(*picked.values()) for ref in refs if ref]
         project_of = {ref[0]: pid for pid, refs in picked.items() for ref in refs}
-        size = min(HAND_OVER_BATCH, max(1, math.ceil(len(queue) / SPREAD)))
+        size = min(HAND_OVER_BATCH, max(1, math.ceil(len(queue) / max(1, spread))))
         for start in range(0, len(queue), size):
             chunk = queue[start : start + size]
             name = holder()
@@ -188,6 +199,9 @@ def release(
                 now,
             )
             waiting, wake_at = waits[project_id]
+            if waiting and wake_at is None and shares[project_id] == budgets[project_id][0]:
+                # It spent its last rate token: look again when the next one comes.
+                wake_at = flow.next_token_at(settings[project_id], state, now)
             save_flow(project_id, state, waiting=waiting, wake_at=wake_at if waiting else None)
             if waiting and wake_at is not None:
                 result.next_wake = min(filter(None, [result.next_wake, wake_at]))
@@ -196,6 +210,35 @@ def release(
         db.session.rollback()
         raise
     return result
+
+
+def fair_shares(allowed: dict[int, int], limit: int | None) -> dict[int, int]:
+    """Split ``limit`` between projects one attempt at a time (water-filling), so a project
+    with a big budget cannot take all the room; None = no limit."""
+    if limit is None or sum(allowed.values()) <= limit:
+        return dict(allowed)
+    shares = dict.fromkeys(allowed, 0)
+    left = max(0, limit)
+    while left:
+        hungry = [pid for pid in allowed if shares[pid] < allowed[pid]]
+        if not hungry:
+            break
+        for pid in hungry[:left]:
+            shares[pid] += 1
+        left -= min(left, len(hungry))
+    return shares
+
+
+def room_for_hand_over() -> tuple[int | None, int]:
+    """Free delivery capacity of the live worker processes (their capacity minus what is
+    DISPATCHED or STARTED), and how many there are; (None, 0) when none has registered."""
+    live = workers.load()
+    if not live:
+        return None, 0
+    busy = db.session.execute(
+        sa.select(sa.func.count()).where(Job.status.in_([S.DISPATCHED, S.STARTED]))
+    ).scalar_one()
+    return max(0, sum(capacity for _, _, capacity in live) - busy), len(live)
 
 
 def waiting_projects(now: datetime) -> tuple[list[int], datetime | None]:
