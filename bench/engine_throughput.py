@@ -154,7 +154,7 @@ def sample_delivery() -> tuple[str, dict[str, str]]:
         1,
         {"i": 0},
         timestamp=int(time.time()),
-        bearer=False,
+        bearer_token=None,
         user_agent=outbound.USER_AGENT,
     )
     return body.decode(), headers
