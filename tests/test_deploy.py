@@ -271,3 +271,59 @@ def test_engine_options_for_pgbouncer():
     assert bouncer["connect_args"] == {"prepare_threshold": None}
     sqlite = engine_options({**base, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
     assert sqlite == {"pool_pre_ping": True}
+
+
+def test_release_lock_names_its_holder_and_never_frees_another_ones(app, redis):
+    from dispatched import jobs
+    from dispatched.transport_rq import LOCK_TTL, ReleaseScheduler
+
+    with app.app_context():
+        first = ReleaseScheduler(connection=redis, interval=0.25, on_tick=jobs.on_tick)
+        second = ReleaseScheduler(connection=redis, interval=0.25, on_tick=jobs.on_tick)
+        assert first.acquire_lock() and not second.acquire_lock()
+        value = redis.get(first.scheduler_lock_key).decode()
+        assert value.split(":")[1] == str(os.getpid()) and value.endswith(first.name)
+        assert 0 < redis.ttl(first.scheduler_lock_key) <= LOCK_TTL
+        # The lock expired (a pass outlived it) and the other scheduler took it: the first one,
+        # finishing its pass, must not delete it.
+        redis.delete(first.scheduler_lock_key)
+        assert second.acquire_lock()
+        first.remove_lock()
+        assert redis.get(second.scheduler_lock_key).decode().endswith(second.name)
+        second.remove_lock()
+        assert redis.get(second.scheduler_lock_key) is None
+
+
+def test_a_hand_over_job_taken_by_a_dead_worker_is_not_live(app, redis):
+    """A worker killed after taking a hand-over job leaves it in RQ's intermediate list
+    ("queued") or "started": the reconciler must not wait for RQ's cleanup."""
+    import time
+
+    from rq.job import Job as RQJob
+    from rq.utils import utcformat
+
+    from dispatched import transport
+    from dispatched.transport_rq import HAND_OVER_STALE
+
+    with app.app_context():
+        transport.hand_over([("rq:hand_a", [("job_a", 1)]), ("rq:hand_b", [("job_b", 1)])], 0)
+        holders = ["rq:hand_a", "rq:hand_b"]
+        assert transport.live_holders(holders) == set(holders)
+        # hand_b popped by a worker that died at once: no longer in the queue, still "queued".
+        redis.lrem("rq:queue:dispatched", 1, "hand_b")
+        assert transport.live_holders(holders) == {"rq:hand_a"}
+        # hand_a started by a worker: live for a few seconds, then presumed dead.
+        redis.lrem("rq:queue:dispatched", 1, "hand_a")
+        key = RQJob.key_for("hand_a")
+        redis.hset(key, mapping={"status": "started", "started_at": utcformat(_utc(0))})
+        assert transport.live_holders(holders) == {"rq:hand_a"}
+        stale = _utc(-HAND_OVER_STALE - 1)
+        redis.hset(key, "started_at", utcformat(stale))
+        assert transport.live_holders(holders) == set()
+        assert time.time() > stale.timestamp()
+
+
+def _utc(offset: float):
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) + timedelta(seconds=offset)
