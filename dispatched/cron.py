@@ -140,6 +140,11 @@ def _zone_names() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+def zone_names() -> list[str]:
+    """Every IANA zone name, sorted (the dashboard's suggestions)."""
+    return sorted(_zone_names())
+
+
 def zone(name: object) -> zoneinfo.ZoneInfo:
     """Return the IANA zone ``name`` (``UTC``, ``America/New_York``…).
 

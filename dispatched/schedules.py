@@ -34,7 +34,6 @@ from .errors import BadRequest, Conflict, NotFound
 from .extensions import db
 from .ids import new_id
 from .jobs.intake import add_fired
-from .keys import Principal
 from .models import Job, Project, Schedule, ScheduleFire, Team, UTCDateTime
 
 logger = logging.getLogger(__name__)
@@ -289,21 +288,19 @@ def _commit() -> None:
         raise
 
 
-def create(principal: Principal, spec: Spec) -> Schedule:
-    """Create a schedule, within the plan's cap on the team's number of schedules.
+def create(project_id: int, team_id: int, plan_name: str, spec: Spec) -> Schedule:
+    """Create a schedule in the project, within the plan's cap on the team's schedules.
 
     Raises:
         Conflict: the team already has as many schedules as its plan allows.
     """
-    plan = plans.get(principal.plan)
+    plan = plans.get(plan_name)
     now = clock.utcnow()
     try:
         # Serialize the team's creations (row lock; SQLite's write lock): the count below then
         # cannot be overtaken by a concurrent create.
-        db.session.execute(
-            sa.update(Team).where(Team.id == principal.team_id).values(plan=Team.plan)
-        )
-        if plan.max_schedules is not None and count(principal.team_id) >= plan.max_schedules:
+        db.session.execute(sa.update(Team).where(Team.id == team_id).values(plan=Team.plan))
+        if plan.max_schedules is not None and count(team_id) >= plan.max_schedules:
             raise Conflict(
                 f"Schedule limit reached: the {plan.name} plan allows {plan.max_schedules} "
                 "schedules per team; delete one or move to a larger plan",
@@ -312,7 +309,7 @@ def create(principal: Principal, spec: Spec) -> Schedule:
             )
         schedule = Schedule(
             id=new_id("sch"),
-            project_id=principal.project_id,
+            project_id=project_id,
             name=spec.name,
             cron=spec.cron,
             timezone=spec.timezone,

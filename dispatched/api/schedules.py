@@ -33,8 +33,10 @@ def _preview(expression: str, timezone: str) -> dict[str, Any]:
 @bp.post("/schedules")
 @team_rate_limit
 def create_schedule() -> tuple[dict[str, Any], int]:
-    spec = schedules.parse_create(json_object_body(), plans.get(g.principal.plan))
-    return serialize.schedule(schedules.create(g.principal, spec)), 201
+    principal = g.principal
+    spec = schedules.parse_create(json_object_body(), plans.get(principal.plan))
+    schedule = schedules.create(principal.project_id, principal.team_id, principal.plan, spec)
+    return serialize.schedule(schedule), 201
 
 
 @bp.get("/schedules")
