@@ -498,21 +498,19 @@ def _apply(moves: list[_Move], now: datetime) -> list[_Fire]:
                     f"LIMIT_REACHED: the monthly quota of {plan.monthly_quota} jobs on the "
                     f"{plan.name} plan is used up"
                 )
-    db.session.execute(
-        sa.insert(_fires),
-        [
-            {
-                "schedule_id": f.schedule_id,
-                "fire_at": f.fire_at,
-                "outcome": CREATED if f.job_id else SKIPPED,
-                "job_id": f.job_id,
-                "reason": f.reason,
-                "dst": f.dst,
-                "recorded_at": now,
-            }
-            for f in fires
-        ],
-    )
+    records = [
+        {
+            "schedule_id": f.schedule_id,
+            "fire_at": f.fire_at,
+            "outcome": CREATED if f.job_id else SKIPPED,
+            "job_id": f.job_id,
+            "reason": f.reason,
+            "dst": f.dst,
+            "recorded_at": now,
+        }
+        for f in fires
+    ]
+    db.session.execute(sa.insert(_fires), records)
     last = {}
     for fire in fires:
         if fire.job_id:

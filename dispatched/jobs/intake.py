@@ -118,5 +118,6 @@ def add_fired(
         for project_id, schedule_id, data in items[:allowed]
     ]
     if rows:
-        db.session.execute(sa.insert(Job), rows)
+        # Core executemany (psycopg pipelines it): no ORM bookkeeping per row.
+        db.session.execute(sa.insert(Job.__table__), rows)
     return [row["id"] for row in rows] + [None] * (len(items) - allowed)

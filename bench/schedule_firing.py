@@ -1,0 +1,271 @@
+"""Benchmark: recurring schedules (issue 12) — fire lateness and per-tick firing cost.
+
+    BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/<own db> \\
+    BENCH_REDIS_URL=redis://127.0.0.1:6379/<own index> \\
+        .venv/bin/python bench/schedule_firing.py [--schedules 1000] [--minutes 2] [--idle 100000]
+
+Both URLs are required and are wiped (the database's public schema is rebuilt with the
+migrations, the Redis index FLUSHDB'd): point them at a database and an index of your own.
+
+1. Lateness: ``--schedules`` schedules (``* * * * *``, spread over 10 projects and 5 time zones)
+   fire each minute for ``--minutes`` minutes from a real ``scheduler.py``, with ``worker.py``
+   delivering to a local receiver. Lateness = the job's ``created_at`` - its fire time (the
+   ``schedule_fires`` key), read from the DB. Target: p99 <= 250 ms.
+2. Per-tick cost: one firing pass (``schedules.fire_due``, in this process) that fires the
+   same 100 due schedules, with 1,000 and then ``--idle`` (100,000) idle schedules in the
+   table (their next fire a year away); also an empty pass (nothing due). Median of 30 passes.
+   Target: ratio 100k / 1k <= 1.2.
+Last line: both ratios of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import PYTHON, ROOT, ReceiverClient, background_load, log, processes  # noqa: E402
+
+ZONES = ["UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kolkata"]
+PLANS = '{"scale": {"rate_per_minute": 100000000, "monthly_quota": null}}'
+
+
+def env_for(database_url: str, redis_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "PLAN_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        PLANS_JSON=PLANS,
+        ALLOW_PRIVATE_WEBHOOKS="1",
+        DISPATCHED_ENV="development",
+        SECRET_KEY="bench-secret-key",
+        LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def reset(env: dict[str, str]) -> None:
+    import subprocess
+
+    import sqlalchemy as sa
+    from redis import Redis
+
+    Redis.from_url(env["REDIS_URL"]).flushdb()
+    engine = sa.create_engine(env["DATABASE_URL"])
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+    subprocess.run(
+        [PYTHON, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def make_app(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    os.environ.update({k: v for k, v in env.items() if k in ("PLANS_JSON", "DISPATCHED_ENV")})
+    from config import Config
+    from dispatched import create_app
+
+    return create_app(
+        Config,
+        SQLALCHEMY_DATABASE_URI=env["DATABASE_URL"],
+        REDIS_URL=env["REDIS_URL"],
+        SECRET_KEY="bench-secret-key",
+        ENV="development",
+        LOG_LEVEL="WARNING",
+    )
+
+
+def add_schedules(
+    team_id: int, project_ids: list[int], count: int, cron: str, next_at: datetime | None
+) -> list[str]:
+    """Insert ``count`` schedules directly (bulk), round-robin over the projects and zones."""
+    import sqlalchemy as sa
+
+    from dispatched import cron as cronlib
+    from dispatched.extensions import db
+    from dispatched.ids import new_id
+    from dispatched.models import Schedule
+
+    del team_id
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(count):
+        zone = ZONES[i % len(ZONES)]
+        first = next_at or cronlib.next_fire(cron, cronlib.zone(zone), now).at
+        rows.append(
+            {
+                "id": new_id("sch"),
+                "project_id": project_ids[i % len(project_ids)],
+                "name": None,
+                "cron": cron,
+                "timezone": zone,
+                "payload": {"n": i},
+                "max_retries": 3,
+                "catch_up": "none",
+                "paused": False,
+                "next_fire_at": first,
+                "next_fire_dst": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    for start in range(0, len(rows), 5000):
+        db.session.execute(sa.insert(Schedule), rows[start : start + 5000])
+    db.session.commit()
+    return [row["id"] for row in rows]
+
+
+def make_projects(app, webhook_url: str, n: int = 10) -> tuple[int, list[int]]:  # type: ignore[no-untyped-def]
+    from dispatched import teams
+    from dispatched.extensions import db
+
+    with app.app_context():
+        created = teams.create_team("Bench schedules", "scale", webhook_url)
+        ids = [created.project.id]
+        for i in range(1, n):
+            project = teams.create_project(created.team, f"p{i}")
+            project.webhook_url = webhook_url
+            ids.append(project.id)
+        db.session.commit()
+        return created.team.id, ids
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def lateness_phase(env: dict[str, str], schedules_n: int, minutes: int) -> dict[str, float]:
+    import sqlalchemy as sa
+
+    from dispatched.extensions import db
+
+    reset(env)
+    app = make_app(env)
+    with processes() as procs:
+        receiver = ReceiverClient(procs, name="schedules-receiver")
+        team_id, projects = make_projects(app, f"{receiver.base}/hook")
+        with app.app_context():
+            add_schedules(team_id, projects, schedules_n, "* * * * *", None)
+            first = db.session.execute(sa.text("SELECT min(next_fire_at) FROM schedules")).scalar()
+            db.session.rollback()
+        procs.start("schedules-worker", [PYTHON, str(ROOT / "worker.py")], env)
+        procs.start("schedules-scheduler", [PYTHON, str(ROOT / "scheduler.py")], env)
+        first = first if first.tzinfo else first.replace(tzinfo=UTC)
+        end = first + timedelta(minutes=minutes - 1)
+        log(f"  {schedules_n} schedules, first fire {first:%H:%M:%S}, last {end:%H:%M:%S}")
+        while datetime.now(UTC) < end + timedelta(seconds=8):
+            time.sleep(1)
+        with app.app_context():
+            rows = db.session.execute(
+                sa.text(
+                    "SELECT f.fire_at, j.created_at FROM schedule_fires f "
+                    "JOIN jobs j ON j.id = f.job_id WHERE f.outcome = 'created'"
+                )
+            ).all()
+            skipped = db.session.execute(
+                sa.text("SELECT count(*) FROM schedule_fires WHERE outcome = 'skipped'")
+            ).scalar()
+            db.session.rollback()
+    late = [(created - fired).total_seconds() * 1000 for fired, created in rows]
+    expected = schedules_n * minutes
+    log(
+        f"  fires recorded {len(rows)} of {expected} expected, skipped {skipped}; lateness ms: "
+        f"p50 {pct(late, 50):.1f}  p90 {pct(late, 90):.1f}  p99 {pct(late, 99):.1f}  "
+        f"max {max(late):.1f}  min {min(late):.1f}"
+    )
+    return {"p99": pct(late, 99), "p50": pct(late, 50), "count": len(rows)}
+
+
+def tick_cost(app, idle: int, due: int = 100, passes: int = 30) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Median seconds of a pass firing ``due`` schedules and of an empty pass, with ``idle``
+    idle schedules in the table."""
+    import sqlalchemy as sa
+
+    from dispatched import schedules
+    from dispatched.extensions import db
+
+    with app.app_context():
+        db.session.execute(sa.text("DELETE FROM schedule_fires"))
+        db.session.execute(sa.text("DELETE FROM jobs"))
+        db.session.execute(sa.text("DELETE FROM schedules"))
+        db.session.commit()
+        team_id, projects = make_projects(app, "http://127.0.0.1:9/hook", 1)
+        base = datetime(2031, 1, 1, 0, 0, tzinfo=UTC)
+        # Idle: next fire a year past the fake clock's window.
+        add_schedules(team_id, projects, idle, "0 0 1 1 *", base + timedelta(days=365))
+        add_schedules(team_id, projects, due, "* * * * *", base)
+        db.session.execute(sa.text("ANALYZE")) if db.engine.dialect.name == "postgresql" else None
+        db.session.commit()
+        firing, empty = [], []
+        for k in range(passes):
+            now = base + timedelta(minutes=k, seconds=1)
+            started = time.perf_counter()
+            done = schedules.fire_due(now)
+            firing.append(time.perf_counter() - started)
+            assert done.created == due, done
+            started = time.perf_counter()
+            assert schedules.fire_due(now).created == 0
+            empty.append(time.perf_counter() - started)
+        return statistics.median(firing), statistics.median(empty)
+
+
+def cost_phase(env: dict[str, str], idle: int) -> dict[str, float]:
+    reset(env)
+    app = make_app(env)
+    small_fire, small_empty = tick_cost(app, 1000)
+    big_fire, big_empty = tick_cost(app, idle)
+    log(
+        f"  pass firing 100 due: {small_fire * 1000:.1f} ms with 1,000 idle, "
+        f"{big_fire * 1000:.1f} ms with {idle:,} idle"
+    )
+    log(
+        f"  empty pass:          {small_empty * 1000:.2f} ms with 1,000 idle, "
+        f"{big_empty * 1000:.2f} ms with {idle:,} idle"
+    )
+    return {"fire": big_fire / small_fire, "empty": big_empty / small_empty}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schedules", type=int, default=1000)
+    parser.add_argument("--minutes", type=int, default=2)
+    parser.add_argument("--idle", type=int, default=100_000)
+    parser.add_argument("--skip-lateness", action="store_true")
+    args = parser.parse_args()
+    database_url = os.environ.get("BENCH_DATABASE_URL")
+    redis_url = os.environ.get("BENCH_REDIS_URL")
+    if not database_url or not redis_url:
+        parser.error("set BENCH_DATABASE_URL and BENCH_REDIS_URL (both are wiped)")
+    env = env_for(database_url, redis_url)
+    log(f"background load before the run: {background_load():.2f} of {os.cpu_count()} cores")
+    late = None
+    if not args.skip_lateness:
+        log("== lateness: fire time -> job created")
+        late = lateness_phase(env, args.schedules, args.minutes)
+    log("== per-tick cost: 1k vs many idle schedules")
+    ratios = cost_phase(env, args.idle)
+    summary = f"ratio {args.idle:,} / 1,000 idle: firing pass {ratios['fire']:.2f}, "
+    summary += f"empty pass {ratios['empty']:.2f}"
+    if late:
+        summary = f"lateness p99 {late['p99']:.1f} ms (p50 {late['p50']:.1f}); " + summary
+    log(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
