@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,8 +35,9 @@ from . import clock, cron, job_input, jobs, metrics, plans, transport
 from .errors import BadRequest, Conflict, NotFound
 from .extensions import db
 from .ids import new_id
+from .jobs.handoff import schedule as schedule_attempt
 from .jobs.intake import add_fired
-from .models import Job, Project, Schedule, ScheduleFire, Team, UTCDateTime
+from .models import Job, JobStatus, Project, Schedule, ScheduleFire, Team, UTCDateTime
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +291,22 @@ def _commit() -> None:
         raise
 
 
+def _cancel_ahead(project_id: int, schedule_id: str) -> None:
+    """Cancel the jobs fired ahead of a fire time that has not come yet (the schedule was
+    paused, deleted or re-timed): what a schedule fires after that is nothing."""
+    pending = db.session.execute(
+        sa.select(Job.id).where(
+            Job.schedule_id == schedule_id,
+            Job.status == JobStatus.QUEUED,
+            Job.attempts == 0,
+            Job.scheduled_for > clock.utcnow(),
+        )
+    ).scalars()
+    for job_id in list(pending):
+        with contextlib.suppress(Conflict):  # released meanwhile: its time came
+            jobs.cancel(project_id, job_id)
+
+
 def create(project_id: int, team_id: int, plan_name: str, spec: Spec) -> Schedule:
     """Create a schedule in the project, within the plan's cap on the team's schedules.
 
@@ -334,11 +353,14 @@ def update(project_id: int, schedule_id: str, changes: dict[str, Any]) -> Schedu
     schedule = get(project_id, schedule_id, lock=True)
     for key, value in changes.items():
         setattr(schedule, key, value)
-    if "cron" in changes or "timezone" in changes:
+    retimed = "cron" in changes or "timezone" in changes
+    if retimed:
         _plan_next(schedule, clock.utcnow())
     if changes:
         schedule.updated_at = clock.utcnow()
     _commit()
+    if retimed:
+        _cancel_ahead(project_id, schedule.id)
     return schedule
 
 
@@ -350,6 +372,7 @@ def pause(project_id: int, schedule_id: str) -> Schedule:
         _plan_next(schedule, clock.utcnow())
         schedule.updated_at = clock.utcnow()
     _commit()
+    _cancel_ahead(project_id, schedule.id)
     return schedule
 
 
@@ -373,6 +396,7 @@ def delete(project_id: int, schedule_id: str) -> str:
     schedule.next_fire_at = None
     schedule.next_fire_dst = None
     _commit()
+    _cancel_ahead(project_id, schedule.id)
     return schedule.id
 
 
@@ -387,7 +411,12 @@ class FirePass:
     projects: set[int] = field(default_factory=set)
     created: int = 0
     skipped: int = 0
-    #: The earliest next fire time of any schedule (None: none is planned).
+    #: Jobs created ahead of their fire time (handed to the transport for that time).
+    ahead: int = 0
+    #: Schedules moved on (fired, skipped or settled).
+    moved: int = 0
+    #: When the loop must look again: the earliest next fire time minus the lead (None: no
+    #: schedule is planned).
     next_at: datetime | None = None
 
 
@@ -546,16 +575,24 @@ def _apply(moves: list[_Move], now: datetime) -> list[_Fire]:
 
 
 def _fire_batch(rows: list[Any], now: datetime, grace: timedelta, done: FirePass) -> None:
-    """Decide and write one batch in one transaction; commit."""
+    """Decide and write one batch in one transaction; commit; then hand the jobs created
+    ahead of their fire time to the transport for that time (due ones wake the loop)."""
     moves = [_decide(row, now, grace) for row in rows]
     fires = _apply(moves, now)
     db.session.commit()
+    done.moved += len(moves)
     for fire in fires:
-        if fire.job_id:
-            done.created += 1
-            done.projects.add(fire.project_id)
-        else:
+        if not fire.job_id:
             done.skipped += 1
+            continue
+        done.created += 1
+        assert fire.job is not None
+        if fire.job.schedule_for > now:
+            done.ahead += 1
+            timeout = plans.get(fire.plan).delivery_timeout
+            schedule_attempt(fire.job_id, 1, fire.job.schedule_for, timeout)
+        else:
+            done.projects.add(fire.project_id)
 
 
 def _settle_conflict(schedule_id: str, now: datetime) -> None:
@@ -581,13 +618,24 @@ def _settle_conflict(schedule_id: str, now: datetime) -> None:
     logger.warning("schedule %s: its fire was already recorded; moved on", schedule_id)
 
 
-def fire_due(now: datetime | None = None, limit: int = BATCH) -> FirePass:
-    """Fire the schedules due at ``now`` (default: the clock), at most ``limit`` of them."""
+def fire_due(
+    now: datetime | None = None, limit: int = BATCH, ahead: float | None = None
+) -> FirePass:
+    """Fire the schedules due by ``now`` + ``ahead`` seconds (default: the clock and
+    ``SCHEDULE_FIRE_AHEAD``), at most ``limit`` of them.
+
+    A fire within the lead creates its job before the fire time, scheduled for it: the
+    release loop then releases it at its time like any scheduled job, so a minute boundary
+    where many schedules fire costs no lateness. Pausing, deleting or re-timing a schedule
+    cancels such a job (``_cancel_ahead``).
+    """
     now = now or clock.utcnow()
+    lead = timedelta(seconds=current_app.config["SCHEDULE_FIRE_AHEAD"] if ahead is None else ahead)
+    horizon = now + lead
     grace = timedelta(seconds=current_app.config["SCHEDULE_MISFIRE_GRACE"])
     done = FirePass()
     try:
-        rows = db.session.execute(_due_query(now, limit)).all()
+        rows = db.session.execute(_due_query(horizon, limit)).all()
         if rows:
             try:
                 _fire_batch(rows, now, grace, done)
@@ -597,13 +645,15 @@ def fire_due(now: datetime | None = None, limit: int = BATCH) -> FirePass:
                 db.session.rollback()
                 for row in rows:
                     try:
-                        one = db.session.execute(_due_query(now, 1, only=row.id)).all()
+                        one = db.session.execute(_due_query(horizon, 1, only=row.id)).all()
                         if one:
                             _fire_batch(one, now, grace, done)
                     except IntegrityError:
                         db.session.rollback()
-                        _settle_conflict(row.id, now)
-        done.next_at = db.session.execute(sa.select(sa.func.min(_table.c.next_fire_at))).scalar()
+                        _settle_conflict(row.id, horizon)
+                        done.moved += 1
+        nxt = db.session.execute(sa.select(sa.func.min(_table.c.next_fire_at))).scalar()
+        done.next_at = nxt - lead if nxt is not None else None
     finally:
         db.session.rollback()
     if done.created:
@@ -611,19 +661,38 @@ def fire_due(now: datetime | None = None, limit: int = BATCH) -> FirePass:
     return done
 
 
+#: Most seconds one scheduler pass spends firing before it releases attempts.
+FIRE_BUDGET = 1.0
+
+
 def on_tick(due: list[tuple[str, int]], woken: set[int]) -> transport.Tick:
-    """The scheduler's pass: fire due schedules, then the job service's release decision
-    (``jobs.on_tick``), with the fired jobs' projects woken and the next fire time as the
-    latest wake-up. A firing failure is logged and retried in 1 s; releases go on."""
+    """The scheduler's pass: fire what is due (batch after batch, for up to ``FIRE_BUDGET``
+    seconds), then the job service's release decision (``jobs.on_tick``), with the fired
+    jobs' projects woken and the next fire time as the latest wake-up. A firing failure is
+    logged and retried in 1 s; releases go on."""
     fired = FirePass()
+    deadline = time.monotonic() + FIRE_BUDGET
     try:
-        fired = fire_due()
+        while True:
+            batch = fire_due()
+            fired.projects |= batch.projects
+            fired.created += batch.created
+            fired.skipped += batch.skipped
+            fired.ahead += batch.ahead
+            fired.next_at = batch.next_at
+            if batch.moved < BATCH or time.monotonic() > deadline:
+                break
     except Exception:
         logger.exception("firing due schedules failed; retrying in 1 s")
         db.session.rollback()
         fired.next_at = clock.utcnow() + timedelta(seconds=1)
     if fired.created or fired.skipped:
-        logger.info("schedules: %d fired, %d skipped", fired.created, fired.skipped)
+        logger.info(
+            "schedules: %d fired (%d ahead of time), %d skipped",
+            fired.created,
+            fired.ahead,
+            fired.skipped,
+        )
     tick = jobs.on_tick(due, woken | fired.projects)
     if fired.next_at is not None:
         tick.next_wake = min(filter(None, [tick.next_wake, fired.next_at]))

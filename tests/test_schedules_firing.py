@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from dispatched import schedules, transport
 from dispatched.extensions import db
 from dispatched.models import Job, MonthlyUsage, Schedule, ScheduleFire
+from dispatched.transport_rq import SCHEDULED_KEY
 from tests.support import handed_over
 
 
@@ -71,10 +72,10 @@ T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 def test_a_due_fire_creates_one_job_once(app, client, team):
     sid = create(client, team, maxRetries=1, payload={"report": 7})
     set_next(app, sid, T0)
-    assert fire(app, T0 - timedelta(seconds=1)).created == 0  # not due yet
+    assert fire(app, T0 - timedelta(seconds=2)).created == 0  # not due, nor within the lead
     done = fire(app, T0 + timedelta(milliseconds=40))
     assert (done.created, done.skipped, done.projects) == (1, 0, {team.project_id})
-    assert done.next_at == T0 + timedelta(minutes=1)
+    assert done.next_at == T0 + timedelta(minutes=1) - timedelta(seconds=1)  # less the lead
     [(job_id, scheduled_for, status, retries)] = jobs_of(app, sid)
     assert (scheduled_for, status, retries) == (T0, "QUEUED", 1)
     assert fires_of(app, sid) == [(T0, "created", job_id, None, None)]
@@ -299,7 +300,33 @@ def test_scheduler_pass_fires_and_releases_in_the_same_pass(app, client, team, r
     assert status == "DISPATCHED"
     [(holder, attempts)] = handed_over(redis)
     assert attempts == [[job_id, 1]]
-    # The loop's next wake-up is the next fire time (read back by a second pass).
+    # The loop's next wake-up is the next fire time, less the lead (read by a second pass).
     with app.app_context():
         tick = schedules.on_tick([], set())
-        assert tick.next_wake == next_fire(app, sid)
+        lead = timedelta(seconds=app.config["SCHEDULE_FIRE_AHEAD"])
+        assert tick.next_wake == next_fire(app, sid) - lead
+
+
+def test_a_fire_within_the_lead_is_created_ahead_and_scheduled_for_its_time(
+    app, client, team, redis
+):
+    """The job of a fire 0.8 s away exists before its time, scheduled for it in the
+    transport (so it is released at the fire time, not later); pausing the schedule before
+    the fire time cancels it: a paused schedule fires nothing."""
+    sid, other = create(client, team), create(client, team)
+    fire_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=30)
+    for schedule_id in (sid, other):
+        set_next(app, schedule_id, fire_at)
+    with app.app_context():
+        done = schedules.fire_due(fire_at - timedelta(milliseconds=800))
+    assert (done.created, done.ahead, done.projects) == (2, 2, set())
+    [(job_id, scheduled_for, status, _)] = jobs_of(app, sid)
+    assert (scheduled_for, status) == (fire_at, "QUEUED")
+    assert redis.zscore(SCHEDULED_KEY, f"{job_id}-1") == fire_at.timestamp()
+    client.post(f"/api/schedules/{sid}/pause", headers=team.headers)
+    assert jobs_of(app, sid)[0][2] == "CANCELLED"
+    assert redis.zscore(SCHEDULED_KEY, f"{job_id}-1") is None
+    # Deleting or re-timing does the same; a fire whose time came stays.
+    [(other_job, *_)] = jobs_of(app, other)
+    client.patch(f"/api/schedules/{other}", json={"cron": "0 * * * *"}, headers=team.headers)
+    assert jobs_of(app, other)[0][2] == "CANCELLED"
