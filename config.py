@@ -59,6 +59,7 @@ DEFAULT_PLANS: dict[str, dict[str, int | None]] = {
         "payload_max_bytes": 10 * 1024,
         "delivery_timeout": 15,
         "parallelism": 5,
+        "max_schedules": 5,
     },
     "pro": {
         "rate_per_minute": 600,
@@ -67,6 +68,7 @@ DEFAULT_PLANS: dict[str, dict[str, int | None]] = {
         "payload_max_bytes": 10 * 1024,
         "delivery_timeout": 30,
         "parallelism": 50,
+        "max_schedules": 100,
     },
     "scale": {
         "rate_per_minute": 6_000,
@@ -75,8 +77,13 @@ DEFAULT_PLANS: dict[str, dict[str, int | None]] = {
         "payload_max_bytes": 64 * 1024,
         "delivery_timeout": 60,
         "parallelism": 250,
+        "max_schedules": None,
     },
 }
+
+
+#: Plan fields where None means unlimited (0 in a ``PLAN_<NAME>_<FIELD>`` variable).
+UNLIMITED_WHEN_ZERO = ("monthly_quota", "max_schedules")
 
 
 def plans_from_env(env: os._Environ[str] | dict[str, str]) -> dict[str, dict[str, int | None]]:
@@ -84,7 +91,8 @@ def plans_from_env(env: os._Environ[str] | dict[str, str]) -> dict[str, dict[str
 
     ``PLANS_JSON`` may add plans or override fields, e.g.
     ``{"pro": {"rate_per_minute": 1200}, "team": {...}}``; a single field can be set with
-    ``PLAN_PRO_RATE_PER_MINUTE=1200``. ``PLAN_SCALE_MONTHLY_QUOTA=0`` means unlimited.
+    ``PLAN_PRO_RATE_PER_MINUTE=1200``. ``PLAN_SCALE_MONTHLY_QUOTA=0`` (or ``…_MAX_SCHEDULES=0``)
+    means unlimited.
     """
     plans = {name: dict(limits) for name, limits in DEFAULT_PLANS.items()}
     raw = env.get("PLANS_JSON")
@@ -101,7 +109,8 @@ def plans_from_env(env: os._Environ[str] | dict[str, str]) -> dict[str, dict[str
             value = env.get(f"PLAN_{name.upper()}_{field.upper()}")
             if value is not None and value.strip():
                 number = as_int(value, 0)
-                limits[field] = None if field == "monthly_quota" and number <= 0 else number
+                unlimited = field in UNLIMITED_WHEN_ZERO and number <= 0
+                limits[field] = None if unlimited else number
     return plans
 
 
@@ -167,6 +176,12 @@ class Config:
     DELIVERY_CONCURRENCY = as_int(os.environ.get("DELIVERY_CONCURRENCY"), 64)
     IDEMPOTENCY_TTL_HOURS = as_int(os.environ.get("IDEMPOTENCY_TTL_HOURS"), 24)
     MAX_SCHEDULE_DAYS = as_int(os.environ.get("MAX_SCHEDULE_DAYS"), 365)
+    #: A schedule's fire found this many seconds late is still fired; later, it was missed
+    #: while no scheduler ran, and the schedule's catchUp policy decides (DESIGN.md §13).
+    SCHEDULE_MISFIRE_GRACE = float(os.environ.get("SCHEDULE_MISFIRE_GRACE", "60"))
+    #: A schedule's job is created up to this many seconds before its fire time (scheduled
+    #: for it), so a minute where many schedules fire is not late (bench/schedule_firing.py).
+    SCHEDULE_FIRE_AHEAD = float(os.environ.get("SCHEDULE_FIRE_AHEAD", "1"))
     #: Hard cap on any request body; the per-plan payload limit is checked separately.
     MAX_CONTENT_LENGTH = as_int(os.environ.get("MAX_CONTENT_LENGTH"), 1024 * 1024)
     RATELIMIT_STRATEGY = os.environ.get("RATELIMIT_STRATEGY", "fixed-window")

@@ -1,7 +1,9 @@
-"""The scheduler process: the release loop (rq-scheduler), plus the reconciler.
+"""The scheduler process: the release loop (rq-scheduler), which also fires due recurring
+schedules (``schedules.on_tick``), plus the reconciler.
 
 ``python scheduler.py``. Run as many as you like: rq-scheduler's lock keeps one releasing
-attempts and a Redis lock keeps one reconciling at a time.
+attempts and firing schedules (each fire is recorded under a unique key in SQL, so even two
+active loops fire it once) and a Redis lock keeps one reconciling at a time.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import logging
 import sys
 import threading
 
-from dispatched import create_app, jobs, reconciler, transport
+from dispatched import create_app, reconciler, schedules, transport
 
 logger = logging.getLogger("dispatched.scheduler")
 
@@ -43,7 +45,7 @@ def main() -> int:
             app.config["RECONCILE_INTERVAL"],
         )
         try:
-            transport.run_scheduler(jobs.on_tick, app.config["SCHEDULER_INTERVAL"])
+            transport.run_scheduler(schedules.on_tick, app.config["SCHEDULER_INTERVAL"])
         finally:
             stop.set()
     return 0

@@ -23,9 +23,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 
 
-def count_job(event: str) -> None:
+def count_job(event: str, count: int = 1) -> None:
     """Count a job event: dispatched, completed, failed, cancelled, replayed."""
-    _hincr({f"jobs_total|{event}": 1})
+    _hincr({f"jobs_total|{event}": count})
 
 
 def count_jobs(events: dict[str, int]) -> None:

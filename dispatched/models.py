@@ -182,6 +182,8 @@ class Job(db.Model):
         # Retention (``admin purge``): the oldest finished jobs first.
         sa.Index("ix_jobs_status_updated", "status", "updated_at"),
         sa.UniqueConstraint("project_id", "idempotency_key", name="uq_jobs_project_idem"),
+        # A schedule's jobs, newest first (``GET /api/schedules/<id>/jobs``).
+        sa.Index("ix_jobs_schedule_created", "schedule_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -208,6 +210,8 @@ class Job(db.Model):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The schedule whose fire created the job (DESIGN.md §13); None when dispatched directly.
+    schedule_id: Mapped[str | None] = mapped_column(sa.String(40))
 
     project: Mapped[Project] = relationship()
 
@@ -286,3 +290,57 @@ class Invite(db.Model):
 
     team: Mapped[Team] = relationship()
     created_by: Mapped[User | None] = relationship()
+
+
+class Schedule(db.Model):
+    """A recurring schedule (DESIGN.md §13): a cron expression in an IANA zone, a payload.
+
+    ``next_fire_at`` is the one thing the scheduler reads: due schedules are found through its
+    index, so a pass costs what is due, not how many schedules exist. It is None while the
+    schedule is paused or deleted (and when it never fires again). A deleted schedule keeps its
+    row (``deleted_at``) so its jobs and fires keep their link.
+    """
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        sa.Index("ix_schedules_project_created", "project_id", "created_at", "id"),
+        sa.Index("ix_schedules_next_fire_at", "next_fire_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(sa.String(200))
+    cron: Mapped[str] = mapped_column(sa.String(120))
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    payload: Mapped[Any] = mapped_column(sa.JSON)
+    max_retries: Mapped[int] = mapped_column(sa.Integer)
+    #: ``none`` (fires missed while no scheduler ran are skipped) or ``latest`` (the most
+    #: recent one is made up).
+    catch_up: Mapped[str] = mapped_column(sa.String(16), default="none")
+    paused: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The DST note of ``next_fire_at`` (``shifted`` / ``deduplicated``), if any.
+    next_fire_dst: Mapped[str | None] = mapped_column(sa.String(16))
+    last_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ScheduleFire(db.Model):
+    """One fire of a schedule: its primary key (schedule, fire time) is what makes a fire
+    happen exactly once, whatever number of scheduler processes race for it or restart."""
+
+    __tablename__ = "schedule_fires"
+
+    schedule_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True
+    )
+    fire_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    #: ``created`` (``job_id`` is its job) or ``skipped`` (``reason`` says why).
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    job_id: Mapped[str | None] = mapped_column(sa.String(40))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    #: The DST note of the fire time (``shifted`` / ``deduplicated``), if any.
+    dst: Mapped[str | None] = mapped_column(sa.String(16))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)

@@ -22,6 +22,8 @@ class Plan:
     delivery_timeout: int
     #: Most attempts of one project DISPATCHED or STARTED at once (DESIGN.md §9).
     parallelism: int = 250
+    #: Most schedules a team may have (DESIGN.md §13); None = unlimited.
+    max_schedules: int | None = None
 
     @property
     def rate_limit(self) -> str:

@@ -63,6 +63,30 @@ def consume(team_id: int, plan: Plan, now: datetime | None = None) -> None:
     raise error
 
 
+def consume_up_to(team_id: int, plan: Plan, count: int, now: datetime | None = None) -> int:
+    """Count up to ``count`` jobs against the team's quota for this month, as many as it has
+    room for, in the current transaction; return how many were counted (schedule fires)."""
+    if count <= 0:
+        return 0
+    month = clock.month_key(now or clock.utcnow())
+    quota = plan.monthly_quota
+    room = sa.and_(_table.c.team_id == team_id, _table.c.month == month)
+    # The common case in one statement: the whole count fits (or the plan is unlimited).
+    stmt = sa.update(_table).where(room).values(jobs=_table.c.jobs + count)
+    if quota is not None:
+        stmt = stmt.where(_table.c.jobs + count <= quota)
+    if db.session.execute(stmt).rowcount == 1:
+        return count
+    _ensure_row(team_id, month)
+    # The row lock (PostgreSQL; SQLite holds its write lock since the insert) makes the
+    # read-then-write below safe against concurrent dispatches of the team.
+    used = db.session.execute(sa.select(_table.c.jobs).where(room).with_for_update()).scalar_one()
+    allowed = count if quota is None else max(0, min(count, quota - used))
+    if allowed:
+        db.session.execute(sa.update(_table).where(room).values(jobs=_table.c.jobs + allowed))
+    return allowed
+
+
 def jobs_this_month(team_id: int, now: datetime | None = None) -> int:
     """Return how many jobs the team created this UTC month (cancelled ones included)."""
     month = clock.month_key(now or clock.utcnow())

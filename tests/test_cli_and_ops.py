@@ -133,7 +133,10 @@ def test_openapi_document_is_public_and_lists_every_route(app, client):
     doc = client.get("/api/openapi.json").json
     assert doc["openapi"].startswith("3.1")
     routes = {
-        (rule.rule.replace("<job_id>", "{jobId}"), method.lower())
+        (
+            rule.rule.replace("<job_id>", "{jobId}").replace("<schedule_id>", "{scheduleId}"),
+            method.lower(),
+        )
         for rule in app.url_map.iter_rules()
         if rule.endpoint.split(".")[0] in ("api", "ops") and rule.endpoint != "api.openapi"
         for method in rule.methods - {"HEAD", "OPTIONS"}
@@ -145,7 +148,7 @@ def test_openapi_document_is_public_and_lists_every_route(app, client):
         if method != "parameters"
     }
     assert routes == documented
-    assert len(routes) == 11
+    assert len(routes) == 22  # 11 job, usage and ops routes; 11 schedule routes
 
 
 def test_admin_reconcile_hands_lost_jobs_back_to_redis(runner, client, team, redis, release_pass):

@@ -37,6 +37,8 @@ def test_api_conforms_to_its_openapi_document(app, client, make_team, method, pa
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     for body in [{"payload": {}}, {"payload": {"a": 1}, "scheduleFor": later}]:
         assert client.post("/api/jobs/dispatch", json=body, headers=team.headers).status_code == 201
+    schedule = {"cron": "*/5 * * * *", "timezone": "Europe/Berlin", "payload": {}}
+    assert client.post("/api/schedules", json=schedule, headers=team.headers).status_code == 201
     spec = client.get("/api/openapi.json").json
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
     assert schema.raw_schema == spec

@@ -82,6 +82,7 @@ SCHEMAS: dict[str, Any] = {
             "completedAt",
             "cancelledAt",
             "lastError",
+            "scheduleId",
         ],
         "properties": {
             "jobId": {"type": "string"},
@@ -96,6 +97,10 @@ SCHEMAS: dict[str, Any] = {
             "completedAt": NULLABLE_TIMESTAMP,
             "cancelledAt": NULLABLE_TIMESTAMP,
             "lastError": {"type": ["string", "null"]},
+            "scheduleId": {
+                "type": ["string", "null"],
+                "description": "The schedule whose fire created the job; null when dispatched.",
+            },
         },
     },
     "JobList": {
@@ -161,6 +166,148 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+CRON_DESCRIPTION = (
+    "Standard 5-field cron (minute hour day-of-month month day-of-week: ranges, steps, lists, "
+    "names such as MON or JAN) or @yearly, @monthly, @weekly, @daily, @hourly; evaluated in "
+    "`timezone`. A local time skipped by a DST change fires once at the first instant after "
+    "the gap; a repeated one fires once, at its first occurrence."
+)
+SCHEDULE_FIELDS: dict[str, Any] = {
+    "cron": {"type": "string", "minLength": 1, "maxLength": 120, "description": CRON_DESCRIPTION},
+    "timezone": {
+        "type": "string",
+        "maxLength": 64,
+        "description": "IANA zone name, e.g. Europe/Berlin (default UTC).",
+    },
+    "payload": {"type": "object", "description": "Sent to your webhook by each fire's job."},
+    "maxRetries": {
+        "type": ["integer", "null"],
+        "minimum": 0,
+        "description": "Retries of each fire's job; capped by the plan; absent or null = cap.",
+    },
+    "name": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+    "catchUp": {
+        "type": "string",
+        "enum": ["none", "latest"],
+        "description": "Fires missed while no scheduler ran: none = skip them (default), "
+        "latest = make up the most recent one, once.",
+    },
+}
+FIRE_TIME = {
+    "type": "object",
+    "required": ["at", "local", "dst"],
+    "properties": {
+        "at": TIMESTAMP,
+        "local": {**TIMESTAMP, "description": "The same instant in the schedule's zone."},
+        "dst": {
+            "type": ["string", "null"],
+            "enum": ["shifted", "deduplicated", None],
+            "description": "shifted: stands for local times a spring-forward skipped; "
+            "deduplicated: a repeated local time, fired at its first occurrence only.",
+        },
+    },
+}
+SCHEMAS.update(
+    {
+        "ScheduleRequest": {
+            "type": "object",
+            "required": ["cron", "payload"],
+            "additionalProperties": False,
+            "properties": SCHEDULE_FIELDS,
+        },
+        "SchedulePatch": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": SCHEDULE_FIELDS,
+        },
+        "Schedule": {
+            "type": "object",
+            "required": [
+                "scheduleId",
+                "name",
+                "cron",
+                "timezone",
+                "payload",
+                "maxRetries",
+                "catchUp",
+                "paused",
+                "nextFireAt",
+                "nextFireAtLocal",
+                "nextFireDst",
+                "lastFireAt",
+                "createdAt",
+                "updatedAt",
+            ],
+            "properties": {
+                "scheduleId": {"type": "string", "pattern": "^sch_[A-Za-z0-9]+$"},
+                "name": {"type": ["string", "null"]},
+                "cron": {"type": "string"},
+                "timezone": {"type": "string"},
+                "payload": {"type": "object"},
+                "maxRetries": {"type": "integer", "minimum": 0},
+                "catchUp": {"type": "string", "enum": ["none", "latest"]},
+                "paused": {"type": "boolean"},
+                "nextFireAt": {
+                    **NULLABLE_TIMESTAMP,
+                    "description": "UTC; null while paused.",
+                },
+                "nextFireAtLocal": {
+                    **NULLABLE_TIMESTAMP,
+                    "description": "The next fire in the schedule's zone (with its offset).",
+                },
+                "nextFireDst": FIRE_TIME["properties"]["dst"],
+                "lastFireAt": NULLABLE_TIMESTAMP,
+                "createdAt": TIMESTAMP,
+                "updatedAt": TIMESTAMP,
+            },
+        },
+        "ScheduleList": {
+            "type": "object",
+            "required": ["schedules", "nextCursor"],
+            "properties": {
+                "schedules": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Schedule"},
+                },
+                "nextCursor": {"type": ["string", "null"]},
+            },
+        },
+        "ScheduleDeleted": {
+            "type": "object",
+            "required": ["scheduleId", "deleted"],
+            "properties": {"scheduleId": {"type": "string"}, "deleted": {"const": True}},
+        },
+        "FireTimes": {
+            "type": "object",
+            "required": ["fires"],
+            "properties": {"fires": {"type": "array", "items": FIRE_TIME, "maxItems": 100}},
+        },
+        "ScheduleFires": {
+            "type": "object",
+            "required": ["scheduleId", "fires"],
+            "properties": {
+                "scheduleId": {"type": "string"},
+                "fires": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["fireAt", "outcome", "jobId", "reason", "dst"],
+                        "properties": {
+                            "fireAt": TIMESTAMP,
+                            "outcome": {"type": "string", "enum": ["created", "skipped"]},
+                            "jobId": {"type": ["string", "null"]},
+                            "reason": {"type": ["string", "null"]},
+                            "dst": FIRE_TIME["properties"]["dst"],
+                            "recordedAt": TIMESTAMP,
+                        },
+                    },
+                },
+            },
+        },
+    }
+)
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -379,6 +526,188 @@ PATHS: dict[str, Any] = {
         }
     },
 }
+
+
+SCHEDULE_ID = {"name": "scheduleId", "in": "path", "required": True, "schema": {"type": "string"}}
+PREVIEW_QUERY = [
+    {
+        "name": "count",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+    },
+    {
+        "name": "from",
+        "in": "query",
+        "schema": {"type": "string", "format": "date-time"},
+        "description": "Start after this instant (default now); years 1970-2999.",
+    },
+]
+LIST_QUERY = [
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+    },
+    {"name": "cursor", "in": "query", "schema": {"type": "string", "minLength": 1}},
+]
+NO_SCHEDULE = _error("No such schedule in this project (or it was deleted).")
+PATHS.update(
+    {
+        "/api/schedules": {
+            "post": {
+                "operationId": "createSchedule",
+                "summary": "Create a recurring schedule: each fire creates one job.",
+                "requestBody": _body("ScheduleRequest"),
+                "responses": {
+                    "201": _ok("The schedule, with its next fire time.", "Schedule"),
+                    "400": _error("Invalid body: the message names the field (and cron field)."),
+                    "409": _error("CONFLICT: the plan's number of schedules is reached."),
+                    "413": _error("Payload larger than the plan allows."),
+                    "415": _error("Content-Type is not application/json."),
+                    **COMMON_ERRORS,
+                },
+            },
+            "get": {
+                "operationId": "listSchedules",
+                "summary": "List the project's schedules, newest first.",
+                "parameters": LIST_QUERY,
+                "responses": {
+                    "200": _ok("A page of schedules.", "ScheduleList"),
+                    "400": _error("Bad limit or cursor."),
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/api/schedules/preview": {
+            "get": {
+                "operationId": "previewCron",
+                "summary": "The next fire times of an expression, without creating a schedule.",
+                "parameters": [
+                    {
+                        "name": "cron",
+                        "in": "query",
+                        "required": True,
+                        "schema": SCHEDULE_FIELDS["cron"],
+                    },
+                    {"name": "timezone", "in": "query", "schema": SCHEDULE_FIELDS["timezone"]},
+                    *PREVIEW_QUERY,
+                ],
+                "responses": {
+                    "200": _ok("Fire times, UTC and local, with DST notes.", "FireTimes"),
+                    "400": _error("Bad cron, timezone, count or from."),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/api/schedules/{scheduleId}": {
+            "parameters": [SCHEDULE_ID],
+            "get": {
+                "operationId": "getSchedule",
+                "summary": "Read a schedule.",
+                "responses": {
+                    "200": _ok("The schedule.", "Schedule"),
+                    "404": NO_SCHEDULE,
+                    **COMMON_ERRORS,
+                },
+            },
+            "patch": {
+                "operationId": "updateSchedule",
+                "summary": "Change a schedule; a new cron or timezone moves the next fire.",
+                "requestBody": _body("SchedulePatch"),
+                "responses": {
+                    "200": _ok("The schedule.", "Schedule"),
+                    "400": _error("Invalid body."),
+                    "404": NO_SCHEDULE,
+                    "413": _error("Payload larger than the plan allows."),
+                    "415": _error("Content-Type is not application/json."),
+                    **COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                "operationId": "deleteSchedule",
+                "summary": "Delete a schedule: it stops at once; its jobs stay.",
+                "responses": {
+                    "200": _ok("Deleted.", "ScheduleDeleted"),
+                    "404": NO_SCHEDULE,
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/api/schedules/{scheduleId}/pause": {
+            "parameters": [SCHEDULE_ID],
+            "post": {
+                "operationId": "pauseSchedule",
+                "summary": "Pause: nothing fires until resumed (missed fires are not made up).",
+                "responses": {
+                    "200": _ok("The schedule.", "Schedule"),
+                    "404": NO_SCHEDULE,
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/api/schedules/{scheduleId}/resume": {
+            "parameters": [SCHEDULE_ID],
+            "post": {
+                "operationId": "resumeSchedule",
+                "summary": "Resume from the next fire time after now.",
+                "responses": {
+                    "200": _ok("The schedule.", "Schedule"),
+                    "404": NO_SCHEDULE,
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/api/schedules/{scheduleId}/preview": {
+            "parameters": [SCHEDULE_ID],
+            "get": {
+                "operationId": "previewSchedule",
+                "summary": "The schedule's next fire times, UTC and local, with DST notes.",
+                "parameters": PREVIEW_QUERY,
+                "responses": {
+                    "200": _ok("Fire times.", "FireTimes"),
+                    "400": _error("Bad count or from."),
+                    "404": NO_SCHEDULE,
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/api/schedules/{scheduleId}/jobs": {
+            "parameters": [SCHEDULE_ID],
+            "get": {
+                "operationId": "listScheduleJobs",
+                "summary": "The jobs the schedule created, newest first.",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(JobStatus.ALL)},
+                    },
+                    *LIST_QUERY,
+                ],
+                "responses": {
+                    "200": _ok("A page of jobs.", "JobList"),
+                    "400": _error("Bad status, limit or cursor."),
+                    "404": NO_SCHEDULE,
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/api/schedules/{scheduleId}/fires": {
+            "parameters": [SCHEDULE_ID],
+            "get": {
+                "operationId": "listScheduleFires",
+                "summary": "The schedule's most recent fires: the job created, or why skipped.",
+                "parameters": [LIST_QUERY[0]],
+                "responses": {
+                    "200": _ok("Fires, newest first.", "ScheduleFires"),
+                    "400": _error("Bad limit."),
+                    "404": NO_SCHEDULE,
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+    }
+)
 
 
 def document() -> dict[str, Any]:

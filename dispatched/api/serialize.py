@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import cron
 from ..clock import isoformat
-from ..models import Attempt, Job, JobStatus
+from ..models import Attempt, Job, JobStatus, Schedule, ScheduleFire
 
 
 def dispatched(job: Job, created: bool) -> dict[str, Any]:
@@ -34,6 +35,7 @@ def job(job: Job) -> dict[str, Any]:
         "completedAt": isoformat(job.completed_at),
         "cancelledAt": isoformat(job.cancelled_at),
         "lastError": job.last_error,
+        "scheduleId": job.schedule_id,
     }
 
 
@@ -48,4 +50,43 @@ def attempt(attempt: Attempt) -> dict[str, Any]:
         "outcome": attempt.outcome,
         "error": attempt.error,
         "responseExcerpt": attempt.response_excerpt,
+    }
+
+
+def _local(value: Any) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def schedule(schedule: Schedule) -> dict[str, Any]:
+    nxt = schedule.next_fire_at
+    return {
+        "scheduleId": schedule.id,
+        "name": schedule.name,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "payload": schedule.payload,
+        "maxRetries": schedule.max_retries,
+        "catchUp": schedule.catch_up,
+        "paused": schedule.paused,
+        "nextFireAt": isoformat(nxt),
+        "nextFireAtLocal": _local(nxt.astimezone(cron.zone(schedule.timezone)) if nxt else None),
+        "nextFireDst": schedule.next_fire_dst,
+        "lastFireAt": isoformat(schedule.last_fire_at),
+        "createdAt": isoformat(schedule.created_at),
+        "updatedAt": isoformat(schedule.updated_at),
+    }
+
+
+def fire_time(fire: cron.Fire) -> dict[str, Any]:
+    return {"at": isoformat(fire.at), "local": _local(fire.local), "dst": fire.dst}
+
+
+def schedule_fire(fire: ScheduleFire) -> dict[str, Any]:
+    return {
+        "fireAt": isoformat(fire.fire_at),
+        "outcome": fire.outcome,
+        "jobId": fire.job_id,
+        "reason": fire.reason,
+        "dst": fire.dst,
+        "recordedAt": isoformat(fire.recorded_at),
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from ..teams import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
@@ -66,3 +66,18 @@ class RescheduleForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A bare form: buttons that only need the CSRF token."""
+
+
+class ScheduleForm(FlaskForm):
+    """A new schedule; the values are checked by ``schedules`` (messages name the field)."""
+
+    name = StringField("Name", validators=[Optional(), Length(max=200)])
+    cron = StringField("Cron", validators=[Length(max=120)], default="0 9 * * MON-FRI")
+    timezone = StringField("Time zone", validators=[Length(max=64)], default="UTC")
+    payload = TextAreaField("Payload (JSON object)", default="{}")
+    max_retries = StringField("Max retries", validators=[Optional(), Length(max=10)])
+    catch_up = SelectField(
+        "Missed fires",
+        choices=[("none", "skip them (none)"), ("latest", "make up the latest (latest)")],
+        default="none",
+    )

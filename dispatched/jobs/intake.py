@@ -87,3 +87,37 @@ def _find_idempotent(project_id: int, key: str, now: datetime) -> Job | None:
     # The key expired: free it for the new job (the old job keeps everything else).
     set_fields(job.id, idempotency_key=None)
     return None
+
+
+def add_fired(
+    team_id: int, plan: plans.Plan, items: list[tuple[int, str, DispatchInput]], now: datetime
+) -> list[str | None]:
+    """Insert the jobs of a team's schedule fires ``(project id, schedule id, input)``, in
+    order, as far as the monthly quota allows, in the caller's transaction (the schedule
+    service commits them with the fires' records, then wakes the release loop).
+
+    Returns the new job ids, None for each fire the quota had no room for.
+    """
+    allowed = usage.consume_up_to(team_id, plan, len(items), now)
+    rows = [
+        {
+            "id": new_id("job"),
+            "project_id": project_id,
+            "status": S.QUEUED,
+            "payload": data.payload,
+            "scheduled_for": data.schedule_for,
+            "next_attempt_at": data.schedule_for,
+            "max_retries": data.max_retries,
+            "attempts": 0,
+            "retry_base": 0,
+            "needs_handoff": False,
+            "created_at": now,
+            "updated_at": now,
+            "schedule_id": schedule_id,
+        }
+        for project_id, schedule_id, data in items[:allowed]
+    ]
+    if rows:
+        # Core executemany (psycopg pipelines it): no ORM bookkeeping per row.
+        db.session.execute(sa.insert(Job.__table__), rows)
+    return [row["id"] for row in rows] + [None] * (len(items) - allowed)

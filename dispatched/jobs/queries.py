@@ -31,13 +31,21 @@ def looks_like_job_id(job_id: str) -> bool:
 
 
 def list_jobs(
-    project_id: int, status: str | None, limit: int, cursor: str | None, search: str | None = None
+    project_id: int,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    search: str | None = None,
+    schedule_id: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """Return a page of the project's jobs, newest first, and the cursor of the next page.
 
-    ``search`` matches the start of a job id (``job_3fZ`` finds ``job_3fZ…``).
+    ``search`` matches the start of a job id (``job_3fZ`` finds ``job_3fZ…``); ``schedule_id``
+    keeps the jobs that schedule created.
     """
     query = sa.select(Job).where(Job.project_id == project_id)
+    if schedule_id:
+        query = query.where(Job.schedule_id == schedule_id)
     if status:
         query = query.where(Job.status == status)
     if search:
