@@ -6,7 +6,7 @@
     verified = WebhookVerifier(secret=os.environ["DISPATCHED_WEBHOOK_SECRET"])
 
     @app.post("/webhooks/dispatched", status_code=204)
-    async def hook(delivery: Delivery = Depends(verified)):
+    async def hook(delivery: Annotated[Delivery, Depends(verified)]):
         handle(delivery["payload"])
 
 A request that does not verify gets 401 with ``{"detail": {"error": "INVALID_SIGNATURE",
