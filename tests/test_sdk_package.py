@@ -14,10 +14,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.slow
-
 SDK = Path(__file__).resolve().parent.parent / "sdk" / "python"
 
 
