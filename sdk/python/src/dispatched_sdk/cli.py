@@ -271,7 +271,12 @@ def _page(page: Any, walk_all: bool) -> list[Any]:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from .client import Dispatched
+    try:
+        from .client import Dispatched
+    except ImportError as exc:  # installed with --no-deps next to a server (dev.py run's venv)
+        raise UsageError(
+            f"the API commands need {exc.name}: pip install ./sdk/python with its dependencies"
+        ) from None
 
     api_key = getattr(args, "api_key", None) or os.environ.get(core.ENV_API_KEY)
     if not api_key:
