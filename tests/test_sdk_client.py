@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from dispatched_sdk import (
@@ -34,11 +35,20 @@ from dispatched_sdk.errors import APIConnectionError
 from dispatched.extensions import db
 from dispatched.models import Job as JobRow
 
+T = TypeVar("T")
+
 
 @pytest.fixture()
 def sdk(live_server, team) -> Iterator[Dispatched]:
     with Dispatched(team.token, base_url=live_server) as client:
         yield client
+
+
+def run_async(scenario: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine in a thread of its own: a session fixture (Playwright's sync API, in
+    the browser tests) may keep an event loop running in the main thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(scenario())).result()
 
 
 def fail(app, job_id: str) -> None:
@@ -177,7 +187,7 @@ def test_async_client(live_server, team):
             with pytest.raises(NotFound):
                 await client.jobs.attempts("job_nope")
 
-    asyncio.run(scenario())
+    run_async(scenario)
 
 
 # --- the retry rule, against a scripted server ------------------------------------------------
@@ -302,4 +312,4 @@ def test_async_client_retries_too(scripted):
         async with AsyncDispatched("k", base_url=server.url) as client:
             return (await client.usage()).plan
 
-    assert asyncio.run(scenario()) == "free" and len(server.requests) == 2
+    assert run_async(scenario) == "free" and len(server.requests) == 2
