@@ -28,6 +28,12 @@ def count_job(event: str) -> None:
     _hincr({f"jobs_total|{event}": 1})
 
 
+def count_jobs(events: dict[str, int]) -> None:
+    """Count several job events (event → how many) in one Redis round trip."""
+    if events:
+        _hincr({f"jobs_total|{event}": n for event, n in events.items()})
+
+
 def observe_attempts(attempts: Iterable[tuple[str, float | None, float | None]]) -> None:
     """Count delivery attempts ``(outcome, latency s, lateness s)`` in one Redis round trip."""
     fields: dict[str, float] = {}
