@@ -15,7 +15,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
+# The Python SDK of this repository (its signature doctor backs the dashboard's job page): a
+# local path cannot be hash-pinned; its dependencies and its build backend (setuptools) are in
+# the lock just installed, so nothing else is fetched.
+COPY sdk/python /tmp/sdk
 RUN /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/requirements.txt \
+    && /opt/venv/bin/pip install --no-deps --no-build-isolation /tmp/sdk \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # --- runtime: the venv and the app's files, run as an unprivileged user ---

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("DISPATCHED_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
+#: The Python SDK distribution (``dispatched-sdk``), installed into the venv with the locks.
+SDK = ROOT / "sdk" / "python"
 
 
 #: The lock files, generated from the top-level lists (``*.in``) by ``lock``.
@@ -38,12 +40,12 @@ LOCK_OPTIONS = ["--universal", "--python-version", "3.11", "--generate-hashes", 
 
 
 def ensure_venv(requirements: str) -> None:
-    """Create the venv and install the lock ``requirements`` (hashes checked) when it changed
-    since the last install."""
+    """Create the venv and install the lock ``requirements`` (hashes checked) and the SDK when
+    either changed since the last install."""
     if not PYTHON.exists():
         print(f"==> creating virtualenv in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    files = [ROOT / "requirements.txt", ROOT / requirements]
+    files = [ROOT / "requirements.txt", ROOT / requirements, SDK / "pyproject.toml"]
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
     stamp = VENV / f".installed-{requirements}"
     if stamp.exists() and stamp.read_text() == digest:
@@ -60,6 +62,25 @@ def ensure_venv(requirements: str) -> None:
             "--require-hashes",
             "-r",
             str(ROOT / requirements),
+        ],
+        check=True,
+    )
+    # The Python SDK from this repository, editable: its `dispatched` CLI, and the signature
+    # doctor the dashboard's job page calls. A local path cannot be hash-pinned, and its
+    # dependencies are already in the locks (setuptools, its build backend, is), hence
+    # --no-deps --no-build-isolation: nothing is fetched outside the locks.
+    subprocess.run(
+        [
+            str(PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-e",
+            str(SDK),
         ],
         check=True,
     )

@@ -5,6 +5,7 @@ Skipped only when Chromium is absent and ``CI`` is not set; in CI a missing brow
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from dispatched import webhooks
 from dispatched.extensions import db
 from dispatched.models import Job, Project, Team
-from tests.support import answer
+from tests.support import answer, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -316,3 +318,43 @@ def test_create_a_schedule_with_its_live_preview(app, live_server, page):
     assert "America/New_York" in page.inner_text("#schedules-table")
     violations = [m for m in console if "Content Security Policy" in m or "Refused" in m]
     assert violations == []
+
+
+@pytest.mark.slow
+def test_signature_doctor_diagnoses_a_real_delivery(
+    app, live_server, page, receiver, delivery_stack
+):
+    """The job page's doctor on a real delivery from worker.py, through htmx under the CSP."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if "Content Security" in m.text else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_up(page, live_server)
+    pid = project_id(app, "Analytical")
+    with app.app_context():
+        webhooks.set_url(db.session.get(Project, pid), receiver.url("/hook"))
+    token = create_key(page, live_server, pid)
+    job_id = requests.post(
+        f"{live_server}/api/jobs/dispatch",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"payload": {"order": 42, "note": "café"}},
+        timeout=10,
+    ).json()["jobId"]
+    got = wait_for(lambda: receiver.received("/hook"), timeout=30, message="the delivery")[0]
+    header_block = "\n".join(f"{k}: {v}" for k, v in got.headers.items())
+
+    page.goto(f"{live_server}/p/{pid}/jobs/{job_id}")
+    page.fill("#doctor textarea[name=headers]", header_block)
+    page.fill("#doctor textarea[name=body]", json.dumps(json.loads(got.body), indent=2))
+    page.click("#doctor button[type=submit]")
+    result = page.wait_for_selector("#doctor-result").inner_text()
+    assert "BODY_CHANGED" in result and "same JSON encoded differently" in result
+    assert "Compared with attempt #1" in result
+    assert page.input_value("#doctor textarea[name=headers]") == header_block  # kept
+
+    page.fill("#doctor textarea[name=body]", got.body.decode())
+    page.click("#doctor button[type=submit]")
+    page.wait_for_selector("#doctor-result p.flash.ok")
+    result = page.inner_text("#doctor-result")
+    assert "verify with the project's current secret and bearer token" in result
+    assert "SIGNATURE_OK" in result and "BEARER_OK" in result
+    assert errors == []

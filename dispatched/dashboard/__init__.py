@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("dashboard", __name__)
 
-from . import account, auth, jobs, pages, schedules, settings, team  # noqa: E402,F401  (routes register)
+from . import account, auth, doctor, jobs, pages, schedules, settings, team  # noqa: E402,F401  (routes register)

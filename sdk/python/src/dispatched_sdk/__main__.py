@@ -1,0 +1,7 @@
+"""``python -m dispatched_sdk`` runs the ``dispatched`` CLI."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
