@@ -28,6 +28,11 @@ def count_job(event: str) -> None:
     _hincr({f"jobs_total|{event}": 1})
 
 
+def count_callback(outcome: str) -> None:
+    """Count a callback attempt: delivered, failed (retries spent), or a retried outcome."""
+    _hincr({f"callbacks_total|{outcome}": 1})
+
+
 def observe_attempts(attempts: Iterable[tuple[str, float | None, float | None]]) -> None:
     """Count delivery attempts ``(outcome, latency s, lateness s)`` in one Redis round trip."""
     fields: dict[str, float] = {}
@@ -88,6 +93,12 @@ def render() -> str:
         lines.append(f"{name}_count {raw.get(f'{key}_count', 0):g}")
 
     counter("dispatched_jobs_total", "event", "Jobs by lifecycle event.", "jobs_total")
+    counter(
+        "dispatched_callback_attempts_total",
+        "outcome",
+        "Callback attempts: delivered, failed (retries spent), or the outcome of one retried.",
+        "callbacks_total",
+    )
     counter(
         "dispatched_delivery_attempts_total",
         "outcome",

@@ -34,6 +34,9 @@ def job(job: Job) -> dict[str, Any]:
         "completedAt": isoformat(job.completed_at),
         "cancelledAt": isoformat(job.cancelled_at),
         "lastError": job.last_error,
+        "callback": job.callback_url,
+        "failureCallback": job.failure_callback_url,
+        "callbackStatus": job.callback_status,
     }
 
 

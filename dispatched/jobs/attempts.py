@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import clock, metrics, plans, retry, webhooks
+from .. import callbacks, clock, metrics, plans, retry, webhooks
 from ..extensions import db
 from ..ids import new_id
 from ..models import Attempt, Job, Project
@@ -45,6 +45,9 @@ class Delivery:
     not_before: datetime
     retry_base: int
     max_retries: int
+    #: The job's callback URLs (DESIGN.md §11; ``callbacks``).
+    callback: str | None = None
+    failure_callback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ def claim(holder: str | None, refs: list[Ref], worker_id: str) -> list[Delivery]
             Project.secret_rotated_at,
             Project.webhook_bearer_token,
             Project.send_bearer,
+            Job.callback_url,  # callbacks (DESIGN.md §11)
+            Job.failure_callback_url,
         )
         .join(Job, Job.project_id == Project.id)
         .where(Job.id.in_(list(wanted)))
@@ -126,6 +131,8 @@ def claim(holder: str | None, refs: list[Ref], worker_id: str) -> list[Delivery]
                     not_before=row.next_attempt_at or row.scheduled_for,
                     retry_base=row.retry_base,
                     max_retries=row.max_retries,
+                    callback=row.callback_url,
+                    failure_callback=row.failure_callback_url,
                 )
             )
         if deliveries:
@@ -247,6 +254,8 @@ def conclude(finished: list[Finished]) -> dict[str, str | None]:
                 ],
             )
         apply_back_pressure([(f.delivery.project_id, f.result) for f in recorded], now)
+        # Callbacks (DESIGN.md §11): in this same transaction.
+        callbacks.queue_concluded(recorded, outcome, now)
         db.session.commit()
     except BaseException:
         db.session.rollback()
