@@ -269,16 +269,18 @@ class DeliveryEngine:
                 f.lateness_ms,
                 statuses.get(d.job_id) or "superseded",
             )
-        # Callbacks (DESIGN.md §11) start before this batch leaves in_flight, so a drain
-        # (SIGTERM) waits for them too.
+        # The callbacks (DESIGN.md §11) and the next attempts start before this batch leaves
+        # in_flight, so a drain (SIGTERM) waits for them too instead of stranding them STARTED.
         self._send_new_callbacks(batch, statuses)
+        self._release_next({f.delivery.project_id for f in batch}, freed=len(batch))
         with self._room:
             self._in_flight -= len(batch)
             self._room.notify_all()
-        self._release_next({f.delivery.project_id for f in batch})
 
-    def _release_next(self, project_ids: set[int]) -> None:
-        room = self.free()
+    def _release_next(self, project_ids: set[int], freed: int = 0) -> None:
+        """Release the projects' next attempts into this process; ``freed`` slots are still
+        counted in flight but about to be freed (the batch just recorded)."""
+        room = 0 if self._stopping.is_set() else self.free() + freed
         if room <= 0:
             return
         try:
