@@ -136,14 +136,21 @@ def render() -> str:
             sa.func.count().filter(ProjectFlow.effective.is_not(None)),
             sa.func.count().filter(ProjectFlow.paused_until > now),
             sa.func.count().filter(ProjectFlow.waiting.is_(True)),
+            sa.func.count().filter(ProjectFlow.endpoint_paused_at.is_not(None)),
         )
     ).one()
     lines += [
         "# HELP dispatched_projects Projects by flow-control state (DESIGN.md §9).",
         "# TYPE dispatched_projects gauge",
     ]
-    for state, value in zip(("throttled", "paused", "waiting"), flow_counts, strict=True):
+    for state, value in zip(("throttled", "paused", "waiting"), flow_counts[:3], strict=True):
         lines.append(f'dispatched_projects{{state="{state}"}} {value}')
+    lines += [
+        "# HELP dispatched_endpoints_paused Projects whose endpoint is paused after failing "
+        "(DESIGN.md §12).",
+        "# TYPE dispatched_endpoints_paused gauge",
+        f"dispatched_endpoints_paused {flow_counts[3]}",
+    ]
     counts = dict(
         db.session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status)).all()
     )

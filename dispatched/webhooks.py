@@ -22,7 +22,7 @@ import requests
 from flask import current_app
 from requests_hardened.ip_filter import InvalidIPAddress, filter_host
 
-from . import clock, signing
+from . import clock, endpoint_health, signing
 from .errors import BadRequest
 from .extensions import db
 from .models import Project
@@ -126,8 +126,15 @@ def validate_url(
 
 
 def set_url(project: Project, url: str | None) -> None:
-    """Save the project's webhook URL (validated; empty clears it) and commit."""
-    project.webhook_url = validate_url(url) if url and url.strip() else None
+    """Save the project's webhook URL (validated; empty clears it) and commit.
+
+    A new URL starts the endpoint's failure count afresh; a paused endpoint stays paused until
+    it is resumed (DESIGN.md §12).
+    """
+    new_url = validate_url(url) if url and url.strip() else None
+    if new_url != project.webhook_url:
+        endpoint_health.reset_failures(project.id)  # endpoint health (DESIGN.md §12)
+    project.webhook_url = new_url
     db.session.commit()
 
 

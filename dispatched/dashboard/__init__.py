@@ -6,4 +6,5 @@ from flask import Blueprint
 
 bp = Blueprint("dashboard", __name__)
 
-from . import account, auth, jobs, pages, settings, team  # noqa: E402,F401  (routes register)
+# Routes register on import.
+from . import account, auth, endpoint, jobs, pages, settings, team  # noqa: E402,F401

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import callbacks, clock, metrics, plans, retry, webhooks
+from .. import callbacks, clock, endpoint_health, metrics, plans, retry, webhooks
 from ..extensions import db
 from ..ids import new_id
 from ..models import Attempt, Job, Project
@@ -254,8 +254,9 @@ def conclude(finished: list[Finished]) -> dict[str, str | None]:
                 ],
             )
         apply_back_pressure([(f.delivery.project_id, f.result) for f in recorded], now)
-        # Callbacks (DESIGN.md §11): in this same transaction.
+        # Callbacks and endpoint health (DESIGN.md §11, §12): in this same transaction.
         callbacks.queue_concluded(recorded, outcome, now)
+        endpoint_health.record([(f.delivery.project_id, f.result) for f in recorded], now)
         db.session.commit()
     except BaseException:
         db.session.rollback()

@@ -65,6 +65,10 @@ def lock_flow(project_id: int) -> flow.State:
                 flow_table.c.paused_until,
                 flow_table.c.tokens,
                 flow_table.c.tokens_at,
+                # Endpoint health (DESIGN.md §12; ``endpoint_health``).
+                flow_table.c.endpoint_paused_at,
+                flow_table.c.endpoint_probe_at,
+                flow_table.c.slow_start,
             )
         ).first()
         if row is not None:
@@ -91,6 +95,7 @@ def save_flow(project_id: int, state: flow.State, **values: object) -> None:
             paused_until=state.paused_until,
             tokens=state.tokens,
             tokens_at=state.tokens_at,
+            slow_start=state.slow_start,  # endpoint health (DESIGN.md §12)
             **values,
         )
     )
