@@ -8,6 +8,7 @@ from flask import g
 from flask_login import current_user
 
 from .. import endpoint_health, plans, teams
+from ..extensions import htmx
 from ..models import Project
 from . import bp
 
@@ -29,6 +30,7 @@ def inject_navigation() -> dict[str, Any]:
         "projects": teams.projects_of(current_user.team_id),
         "current_project": project,
         "plan": plans.get(current_user.team.plan),
-        # Every page of a project whose endpoint is paused shows a banner (DESIGN.md §12).
-        "endpoint": endpoint_health.state(project.id) if project is not None else None,
+        # Every page of a project whose endpoint is paused shows a banner (DESIGN.md §12); the
+        # htmx partials (polled every 2 s) have no banner, so they skip the query.
+        "endpoint": endpoint_health.state(project.id) if project is not None and not htmx else None,
     }
