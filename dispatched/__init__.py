@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from config import BASE_DIR, ENVIRONMENTS, Config
 
-from . import crypto, security_headers
+from . import crypto, logs, security_headers
 from .version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -113,6 +113,11 @@ def check_config(app: Flask) -> None:
         crypto.parse_keys(app.config["DATA_ENCRYPTION_KEY"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    try:
+        app.config["LOG_FORMAT"] = logs.check_format(app.config.get("LOG_FORMAT", "text"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     if env == "development" and not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         logger.warning(
             "DISPATCHED_ENV is 'development' with a non-SQLite database: private and http:// "
@@ -130,6 +135,20 @@ def check_config(app: Flask) -> None:
     app.config["REMEMBER_COOKIE_SAMESITE"] = "Lax"
     if app.config["DEFAULT_PLAN"] not in app.config["PLANS"]:
         raise RuntimeError(f"DEFAULT_PLAN {app.config['DEFAULT_PLAN']!r} is not a configured plan")
+
+
+def engine_options(config: Any) -> dict[str, Any]:
+    """SQLAlchemy engine options: ``SQLALCHEMY_ENGINE_OPTIONS`` plus, on PostgreSQL, the pool
+    size settings and, with ``DATABASE_PREPARED_STATEMENTS`` off, no server-side prepared
+    statements (needed behind PgBouncer in transaction mode: a prepared statement lives on one
+    server connection, and the next transaction may get another)."""
+    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        options.setdefault("pool_size", config.get("DATABASE_POOL_SIZE", 5))
+        options.setdefault("max_overflow", config.get("DATABASE_MAX_OVERFLOW", 10))
+        if not config.get("DATABASE_PREPARED_STATEMENTS", True):
+            options["connect_args"] = {**options.get("connect_args", {}), "prepare_threshold": None}
+    return options
 
 
 def _instance_secret(instance_path: str, name: str, generate: Callable[[], str]) -> str:
@@ -152,11 +171,8 @@ def _instance_secret(instance_path: str, name: str, generate: Callable[[], str])
 
 
 def configure_logging(app: Flask) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=app.config["LOG_LEVEL"],
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+    """Log to stderr as text or JSON lines (``LOG_FORMAT``), unless already configured."""
+    logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 

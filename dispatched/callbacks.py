@@ -159,7 +159,8 @@ def _row(
 
 
 def wanted(finished: Iterable[_Finished], statuses: dict[str, str | None]) -> list[str]:
-    """Ids of the jobs whose new status (``jobs.conclude``'s answer) calls a callback."""
+    """Ids of the jobs whose new status (as ``jobs.conclude_and_continue`` answers) calls a
+    callback."""
     ids = []
     for f in finished:
         d, status = f.delivery, statuses.get(f.delivery.job_id)

@@ -9,7 +9,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import clock, demo, flow_settings, keys, rekey, teams
+from . import clock, demo, flow_settings, keys, rekey, retention, teams
 from .crypto import UndecryptableSecret
 from .demo import DEMO_EMAIL, DEMO_PASSWORD
 from .errors import BadRequest, ServiceError, TransportUnavailable
@@ -210,6 +210,33 @@ def rotate_encryption_key() -> None:
         f"re-encrypted {done.values} secrets in {done.rows} rows with the first key of "
         "DATA_ENCRYPTION_KEY"
         + (f"; {done.skipped} rows changed meanwhile, run it again" if done.skipped else "")
+    )
+
+
+@admin.command("purge")
+@click.option(
+    "--older-than", "older_than", required=True, metavar="DAYS", help="Age in days (at least 1)."
+)
+@click.option("--batch-size", default=retention.BATCH, show_default=True, help="Jobs per batch.")
+@click.option("--pause", default=0.0, show_default=True, help="Seconds to sleep between batches.")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def purge(older_than: str, batch_size: int, pause: float, dry_run: bool, as_json: bool) -> None:
+    """Delete finished jobs (COMPLETED, FAILED, CANCELLED) older than DAYS, and their attempts."""
+    try:
+        done = retention.purge(
+            retention.parse_days(older_than), batch_size=batch_size, dry_run=dry_run, pause=pause
+        )
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        click.echo(json.dumps(done.to_dict()))
+        return
+    verb = "would delete" if done.dry_run else "deleted"
+    click.echo(
+        f"{verb} {done.jobs} jobs and {done.attempts} attempts finished before "
+        f"{clock.isoformat(done.cutoff)}" + ("" if done.dry_run else f" ({done.batches} batches)")
     )
 
 

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 
-from . import clock
+from . import clock, flow
 from .extensions import db
 from .models import ProjectFlow
 from .outbound import Result
@@ -113,60 +114,111 @@ def _pause_reason(failures: int, since: datetime | None, last_error: str | None)
     )
 
 
-def record(results: list[tuple[int, Result]], now: datetime) -> None:
-    """Count concluded attempts ``(project id, result)``, in the order they finished, toward
-    each project's run of failures: pause an endpoint whose run is long enough, resume one that
-    answered 2xx. Runs in the caller's (concluding) transaction.
-
-    The common case, every endpoint answering 2xx with no failures before, costs one read and
-    no write. Failing projects' rows were already locked by the back-pressure step
-    (``jobs.release.apply_back_pressure``), so counting them takes no new lock.
-    """
+def _runs(results: list[tuple[int, Result]]) -> dict[int, list[Result]]:
+    """Each project's results in the order they finished; a lost worker is not counted."""
     by_project: dict[int, list[Result]] = defaultdict(list)
     for project_id, result in results:
         if result.outcome != "worker_lost":  # the worker died, not the endpoint
             by_project[project_id].append(result)
-    succeeded = sorted(pid for pid, outs in by_project.items() if any(r.ok for r in outs))
-    if succeeded:
-        _after_successes(succeeded, now)
-    for project_id in sorted(by_project):
-        outs = by_project[project_id]
+    return by_project
+
+
+def failing_among(project_ids: Iterable[int]) -> set[int]:
+    """Those of the projects with a run of failures or a paused endpoint (one read, no lock)."""
+    ids = list(project_ids)
+    if not ids:
+        return set()
+    return set(
+        db.session.execute(
+            sa.select(flow_table.c.project_id).where(
+                flow_table.c.project_id.in_(ids),
+                sa.or_(
+                    flow_table.c.endpoint_failures > 0,
+                    flow_table.c.endpoint_paused_at.is_not(None),
+                ),
+            )
+        ).scalars()
+    )
+
+
+def touched(results: list[tuple[int, Result]], failing: set[int]) -> set[int]:
+    """The projects whose endpoint-health columns these results change: those with a failure,
+    and those with a success that end a run or a pause (``failing``, see ``failing_among``)."""
+    return {
+        pid for pid, outs in _runs(results).items() if pid in failing or not all(r.ok for r in outs)
+    }
+
+
+def record(results: list[tuple[int, Result]], now: datetime) -> set[int]:
+    """Count concluded attempts ``(project id, result)``, in the order they finished, toward
+    each project's run of failures: pause an endpoint whose run is long enough, resume one that
+    answered 2xx. Runs in the caller's (concluding) transaction; returns the projects resumed.
+
+    The common case, every endpoint answering 2xx with no failures before, costs one read and
+    no write."""
+    runs = _runs(results)
+    succeeded = [pid for pid, outs in runs.items() if any(r.ok for r in outs)]
+    return record_locked(results, failing_among(succeeded), None, now)
+
+
+def record_locked(
+    results: list[tuple[int, Result]],
+    failing: set[int],
+    states: dict[int, flow.State] | None,
+    now: datetime,
+) -> set[int]:
+    """``record`` for a caller that read ``failing`` (``failing_among`` of the projects, e.g.
+    with their other flow flags) and locked the ``touched`` projects' flow rows: ``states``
+    (their state as locked) is updated in place with the pauses and resumes, so a release in the
+    same transaction sees them. Returns the projects resumed."""
+    resumed: set[int] = set()
+    for project_id, outs in sorted(_runs(results).items()):
         last_ok = max((i for i, r in enumerate(outs) if r.ok), default=-1)
+        if last_ok >= 0 and project_id in failing and _resume_after_success(project_id):
+            resumed.add(project_id)
+            if states is not None and project_id in states:
+                states[project_id] = replace(
+                    states[project_id],
+                    endpoint_paused_at=None,
+                    probe_at=None,
+                    effective=1,
+                    streak=0,
+                    slow_start=True,
+                )
         tail = outs[last_ok + 1 :]
         if tail:
-            _after_failures(project_id, len(tail), tail[-1].error, now)
+            change = _after_failures(project_id, len(tail), tail[-1].error, now)
+            if change and states is not None and project_id in states:
+                states[project_id] = replace(states[project_id], **change)
+    return resumed
 
 
-def _after_successes(project_ids: list[int], now: datetime) -> None:
-    """A 2xx ends the run of failures, and resumes a paused endpoint."""
-    rows = db.session.execute(
-        sa.select(flow_table.c.project_id, flow_table.c.endpoint_paused_at).where(
-            flow_table.c.project_id.in_(project_ids),
-            sa.or_(
-                flow_table.c.endpoint_failures > 0, flow_table.c.endpoint_paused_at.is_not(None)
-            ),
+def _resume_after_success(project_id: int) -> bool:
+    """A 2xx ends the run of failures, and resumes a paused endpoint; True if it resumed."""
+    resumed = db.session.execute(
+        sa.update(flow_table)
+        .where(
+            flow_table.c.project_id == project_id,
+            flow_table.c.endpoint_paused_at.is_not(None),
         )
-    ).all()
-    if not rows:
-        return
-    paused = sorted(pid for pid, paused_at in rows if paused_at is not None)
-    failing = sorted(pid for pid, paused_at in rows if paused_at is None)
-    for project_id in paused:
-        db.session.execute(
-            sa.update(flow_table).where(flow_table.c.project_id == project_id).values(**_resumed())
-        )
+        .values(**_resumed())
+    ).rowcount
+    if resumed:
         logger.warning("endpoint of project %d resumed: an attempt succeeded", project_id)
-    if failing:
-        db.session.execute(
-            sa.update(flow_table)
-            .where(flow_table.c.project_id.in_(failing))
-            .values(endpoint_failures=0, endpoint_failing_since=None)
-        )
+        return True
+    db.session.execute(
+        sa.update(flow_table)
+        .where(flow_table.c.project_id == project_id)
+        .values(endpoint_failures=0, endpoint_failing_since=None)
+    )
+    return False
 
 
-def _after_failures(project_id: int, count: int, last_error: str | None, now: datetime) -> None:
+def _after_failures(
+    project_id: int, count: int, last_error: str | None, now: datetime
+) -> dict[str, Any] | None:
     """Extend the project's run by ``count`` failures; pause it when the run is long enough, or
-    put off the next probe when it is paused already."""
+    put off the next probe when it is paused already. Returns the flow-state fields changed."""
     config = current_app.config
     row = db.session.execute(
         sa.update(flow_table)
@@ -182,7 +234,7 @@ def _after_failures(project_id: int, count: int, last_error: str | None, now: da
         )
     ).first()
     if row is None:
-        return  # no flow row: the project was deleted meanwhile
+        return None  # no flow row: the project was deleted meanwhile
     failures, since, paused_at = row
     probe_at = now + timedelta(seconds=config["ENDPOINT_PROBE_INTERVAL"])
     if paused_at is not None:
@@ -192,10 +244,10 @@ def _after_failures(project_id: int, count: int, last_error: str | None, now: da
             .where(flow_table.c.project_id == project_id)
             .values(endpoint_probe_at=probe_at)
         )
-        return
+        return {"probe_at": probe_at}
     span = timedelta(hours=config["ENDPOINT_PAUSE_AFTER_HOURS"])
     if failures < config["ENDPOINT_PAUSE_AFTER_FAILURES"] or since is None or now - since < span:
-        return
+        return None
     reason = _pause_reason(failures, since, last_error)
     db.session.execute(
         sa.update(flow_table)
@@ -203,6 +255,7 @@ def _after_failures(project_id: int, count: int, last_error: str | None, now: da
         .values(endpoint_paused_at=now, endpoint_pause_reason=reason, endpoint_probe_at=probe_at)
     )
     logger.warning("endpoint of project %d paused: %s", project_id, reason)
+    return {"endpoint_paused_at": now, "probe_at": probe_at}
 
 
 def resume(project_id: int) -> bool:

@@ -7,9 +7,10 @@ The bookkeeping is batched:
 
 - the RQ task hands the engine a group of released attempts; ``jobs.claim`` starts them all in
   one transaction and the threads send them;
-- a recorder thread concludes finished attempts in batches (``jobs.conclude``, one
-  transaction), then releases the same projects' next due attempts straight into this process
-  (work-conserving: a finishing delivery frees the next one at once, with no scheduler hop);
+- a recorder thread concludes finished attempts in batches and, in the same transaction,
+  releases and claims the same projects' next due attempts straight into this process
+  (``jobs.conclude_and_continue``; work-conserving: a finishing delivery starts the next one
+  at once, with no scheduler hop and no RQ job);
 - a dashboard test event (``test_events``) is sent on the same threads with its plan's
   delivery timeout; its answer goes to Redis for the webhook page, not to the job tables;
 - callbacks (``callbacks``, DESIGN.md §11) are sent on the same threads too: those a batch's
@@ -238,15 +239,26 @@ class DeliveryEngine:
                 self._record(batch)
 
     def _record(self, batch: list[Finished]) -> None:
-        """Conclude a batch (retrying while the DB is down: a result is never dropped), then
-        release the same projects' next attempts into this process."""
+        """Conclude a batch and start the same projects' next due attempts in this process, in
+        one transaction (``jobs.conclude_and_continue``); retried while the DB is down: a result
+        is never dropped."""
         while True:
+            # The batch's slots stay counted until its replacements are claimed, so the RQ
+            # thread cannot take work into room this cycle is about to fill.
+            room = self.free() + len(batch) if not self._stopping.is_set() else 0
             try:
-                statuses = jobs.conclude(batch)
+                statuses, deliveries = jobs.conclude_and_continue(batch, self.worker_id, room)
                 break
             except Exception:
                 logger.exception("could not record %d results; retrying in 1 s", len(batch))
                 time.sleep(1)
+        # Callbacks (DESIGN.md §11) start before this batch leaves in_flight: a drain waits too.
+        self._send_new_callbacks(batch, statuses)
+        with self._room:
+            self._in_flight += len(deliveries) - len(batch)
+            self._room.notify_all()
+        for delivery in deliveries:
+            self._pool.submit(self._deliver, delivery)
         metrics.observe_attempts(
             [
                 (
@@ -269,29 +281,6 @@ class DeliveryEngine:
                 f.lateness_ms,
                 statuses.get(d.job_id) or "superseded",
             )
-        # The callbacks (DESIGN.md §11) and the next attempts start before this batch leaves
-        # in_flight, so a drain (SIGTERM) waits for them too instead of stranding them STARTED.
-        self._send_new_callbacks(batch, statuses)
-        self._release_next({f.delivery.project_id for f in batch}, freed=len(batch))
-        with self._room:
-            self._in_flight -= len(batch)
-            self._room.notify_all()
-
-    def _release_next(self, project_ids: set[int], freed: int = 0) -> None:
-        """Release the projects' next attempts into this process; ``freed`` slots are still
-        counted in flight but about to be freed (the batch just recorded)."""
-        room = 0 if self._stopping.is_set() else self.free() + freed
-        if room <= 0:
-            return
-        try:
-            released = jobs.release(
-                project_ids, lambda: self.worker_id, limit=room, spread=1, only_waiting=True
-            )
-            if released.refs:
-                self.run(self.worker_id, released.refs)
-        except Exception:
-            # Harmless: the scheduler releases waiting projects on its next pass.
-            logger.exception("could not release the next attempts of %s", sorted(project_ids))
 
     # --- callbacks (DESIGN.md §11; the rules are in ``callbacks``) ------------------------------
 
@@ -300,7 +289,7 @@ class DeliveryEngine:
         return self._send_callbacks(callbacks.claim(self.worker_id, ids=callback_ids))
 
     def _send_new_callbacks(self, batch: list[Finished], statuses: dict[str, str | None]) -> None:
-        """Send the callbacks that this batch's outcomes created (``jobs.conclude``) at once."""
+        """Send the callbacks this batch's outcomes created (``jobs.conclude_and_continue``) now."""
         job_ids = callbacks.wanted(batch, statuses)
         if not job_ids:
             return

@@ -33,6 +33,12 @@ def count_callback(outcome: str) -> None:
     _hincr({f"callbacks_total|{outcome}": 1})
 
 
+def count_jobs(events: dict[str, int]) -> None:
+    """Count several job events (event → how many) in one Redis round trip."""
+    if events:
+        _hincr({f"jobs_total|{event}": n for event, n in events.items()})
+
+
 def observe_attempts(attempts: Iterable[tuple[str, float | None, float | None]]) -> None:
     """Count delivery attempts ``(outcome, latency s, lateness s)`` in one Redis round trip."""
     fields: dict[str, float] = {}

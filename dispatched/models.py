@@ -191,6 +191,8 @@ class Job(db.Model):
         sa.Index("ix_jobs_status_next_attempt", "status", "next_attempt_at"),
         # Releasing a project's oldest due attempts, and counting its attempts in flight.
         sa.Index("ix_jobs_project_status_next", "project_id", "status", "next_attempt_at"),
+        # Retention (``admin purge``): the oldest finished jobs first.
+        sa.Index("ix_jobs_status_updated", "status", "updated_at"),
         sa.UniqueConstraint("project_id", "idempotency_key", name="uq_jobs_project_idem"),
     )
 

@@ -11,6 +11,7 @@ network in clear text.
 from __future__ import annotations
 
 import email.utils
+import os
 import time
 from dataclasses import dataclass
 
@@ -63,6 +64,13 @@ def session(allow_private: bool) -> HTTPSession:
                 default_timeout=(CONNECT_TIMEOUT, 15.0),
                 user_agent_override=USER_AGENT,
             )
+        )
+        # No proxies or .netrc from the environment: the SSRF filter checks the address
+        # actually connected to, which a proxy would hide; and looking them up costs several
+        # file-system calls per request. A custom CA bundle is still honoured, read once.
+        http.trust_env = False
+        http.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         )
         for adapter in http.adapters.values():
             # requests' default keeps 10 connections per host: with 64 threads posting to one

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from . import callbacks, clock, jobs, plans, redis_client, transport, workers
 from .extensions import db
+from .ids import random_base62
 from .jobs.release import mark_waiting
 from .models import Job, JobStatus, Project
 
@@ -36,8 +37,16 @@ LOCK_KEY = "dispatched:reconciler:lock"
 #: Jobs touched more recently than this are left alone (their hand-off may be in flight).
 SETTLE = timedelta(seconds=3)
 BATCH = 1000
-#: A pass killed midway (the process died) blocks the next ones for at most this long.
-LOCK_SECONDS = 60
+#: A pass killed midway (its scheduler died) blocks the other schedulers' passes for at most
+#: this long: short, so a dead worker's attempts are still failed over within ~20 s when the
+#: scheduler that was reconciling dies too. A pass outliving it is harmless (every repair is a
+#: compare-and-set) and leaves alone the lock another scheduler took meanwhile.
+LOCK_SECONDS = 10
+#: Delete the lock only if it is still ours (atomic in Redis).
+_UNLOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 #: A DISPATCHED attempt held by a worker (or by nobody) this long was stranded.
 STRANDED = timedelta(seconds=30)
 
@@ -45,8 +54,9 @@ STRANDED = timedelta(seconds=30)
 def reconcile(full: bool = False) -> dict[str, int]:
     """Run one repair pass; return what it did. Raises TransportUnavailable if Redis is down."""
     conn = redis_client.connection()
+    token = random_base62(16)
     try:
-        if not conn.set(LOCK_KEY, "1", nx=True, ex=LOCK_SECONDS):
+        if not conn.set(LOCK_KEY, token, nx=True, ex=LOCK_SECONDS):
             return {"skipped": 1}
         full = full or not conn.exists(EPOCH_KEY)
     except RedisError as exc:
@@ -61,7 +71,7 @@ def reconcile(full: bool = False) -> dict[str, int]:
             conn.set(EPOCH_KEY, clock.isoformat(clock.utcnow()) or "")
         workers.forget_dead()
     finally:
-        conn.delete(LOCK_KEY)
+        conn.eval(_UNLOCK, 1, LOCK_KEY, token)
     if report["rehanded"] or report["lost"] or report["handed_back"]:
         logger.warning("reconciler: %s", report)
     return report

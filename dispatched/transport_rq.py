@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import time
 from datetime import datetime
 
@@ -32,6 +34,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
+from rq.utils import utcparse
 from rq_scheduler import Scheduler
 
 from . import redis_client
@@ -51,6 +54,20 @@ WAKE_KEY = "dispatched:wake"
 REDIS_TICK = 0.11
 #: Keep failed RQ jobs (a bug in the task, not a failed delivery) for a week for inspection.
 FAILURE_TTL = 7 * 24 * 3600
+#: Lifetime of the release lock (rq-scheduler's ``rq:scheduler_lock``; its own is the interval
+#: + 10 s). A scheduler killed during a pass (SIGKILL, its node gone) blocks the others this
+#: long at most, so a survivor takes over within LOCK_TTL + one interval. A pass that outlives
+#: it is harmless: every release is a compare-and-set in SQL, and the lock it no longer holds
+#: is left to whoever took it.
+LOCK_TTL = 5
+#: Delete the lock only if it is still ours (compare-and-delete, atomic in Redis).
+_UNLOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+#: A hand-over job a worker started this long ago is presumed dead with its worker: the task
+#: only claims its attempts (milliseconds) and gives them to the worker's threads.
+HAND_OVER_STALE = 10
 #: RQ's limit on one hand-over task: it only claims its attempts and gives them to the
 #: worker's threads (the HTTP requests run after it returned), so it is short.
 HAND_OVER_TIMEOUT = 60
@@ -196,16 +213,38 @@ def held(attempts: list[AttemptRef]) -> set[AttemptRef]:
 
 
 def live_holders(holders: list[str]) -> set[str]:
-    """Holders whose RQ job is still queued or running (its hash says so)."""
+    """Holders whose RQ job still waits in the queue, or was started by a worker moments ago.
+
+    A worker killed (SIGKILL, its node gone) after taking a hand-over job leaves it "queued"
+    in RQ's intermediate list, or "started", for good; its attempts must not wait for RQ's own
+    cleanup (minutes). Judging one gone early is harmless: its worker's claim is a
+    compare-and-set on the holder, so the attempts are sent once.
+    """
     try:
-        pipe = connection().pipeline(transaction=False)
+        conn = connection()
+        pipe = conn.pipeline(transaction=False)
+        queue_key = _queue(conn).key
         for holder in holders:
-            pipe.hget(RQJob.key_for(holder.removeprefix("rq:")), "status")
-        statuses = pipe.execute()
+            rq_id = holder.removeprefix("rq:")
+            pipe.hmget(RQJob.key_for(rq_id), "status", "started_at")
+            pipe.lpos(queue_key, rq_id)
+        answers = pipe.execute()
     except RedisError as exc:
         raise _unavailable(exc) from exc
-    alive = {RQStatus.QUEUED.value.encode(), RQStatus.STARTED.value.encode()}
-    return {holder for holder, status in zip(holders, statuses, strict=True) if status in alive}
+    alive = set()
+    now = time.time()
+    for holder, (status, started_at), position in zip(
+        holders, answers[::2], answers[1::2], strict=True
+    ):
+        waiting = status == RQStatus.QUEUED.value.encode() and position is not None
+        running = (
+            status == RQStatus.STARTED.value.encode()
+            and started_at
+            and now - utcparse(started_at.decode()).timestamp() < HAND_OVER_STALE
+        )
+        if waiting or running:
+            alive.add(holder)
+    return alive
 
 
 def depth() -> dict[str, int]:
@@ -280,6 +319,21 @@ class ReleaseScheduler(Scheduler):
             with contextlib.suppress(RedisError):
                 self.remove_lock()
                 self.register_death()
+
+    def acquire_lock(self) -> bool:
+        """Take the release lock for one pass; its value names this scheduler (``<host>:<pid>:
+        <name>``), so operators (and the multi-node test) can see which one is releasing."""
+        self._lock_token = f"{socket.gethostname()}:{os.getpid()}:{self.name}"
+        self._lock_acquired = bool(
+            self.connection.set(self.scheduler_lock_key, self._lock_token, ex=LOCK_TTL, nx=True)
+        )
+        return self._lock_acquired
+
+    def remove_lock(self) -> None:
+        """Release the lock if this scheduler still holds it."""
+        if self._lock_acquired:
+            self._lock_acquired = False
+            self.connection.eval(_UNLOCK, 1, self.scheduler_lock_key, self._lock_token)
 
     def _wait(self) -> set[int]:
         """Block until something may be due; return the project ids that were woken.

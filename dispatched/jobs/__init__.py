@@ -15,7 +15,14 @@ Callers use the names re-exported here (``jobs.create``, ``jobs.cancel``, …).
 from __future__ import annotations
 
 from .actions import cancel, replay, reschedule
-from .attempts import MAX_EARLY_SECONDS, Delivery, Finished, claim, conclude
+from .attempts import (
+    MAX_EARLY_SECONDS,
+    Delivery,
+    Finished,
+    claim,
+    conclude,
+    conclude_and_continue,
+)
 from .handoff import clear_handoff_flag, mark_dispatched, on_tick, rehand
 from .intake import create
 from .queries import attempts_of, get, list_jobs
@@ -34,6 +41,7 @@ __all__ = [
     "claim",
     "clear_handoff_flag",
     "conclude",
+    "conclude_and_continue",
     "create",
     "fail_over_lost",
     "get",

@@ -17,7 +17,15 @@ from ..ids import new_id
 from ..models import Attempt, Job, Project
 from ..outbound import Result
 from .handoff import schedule
-from .release import apply_back_pressure
+from .release import (
+    apply_back_pressure,
+    flow_flags,
+    lock_flow,
+    outcomes_by_project,
+    press_locked,
+    pressured,
+    release_locked,
+)
 from .transitions import S, jobs_table, move, move_many
 
 logger = logging.getLogger(__name__)
@@ -65,6 +73,22 @@ def claim(holder: str | None, refs: list[Ref], worker_id: str) -> list[Delivery]
     re-released attempts fail the guard and are never sent; early ones are handed back."""
     if not refs:
         return []
+    try:
+        deliveries, early = claim_locked(holder, refs, worker_id, clock.utcnow())
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    for row in early:
+        _hand_back(row.id, row.attempts, holder, row.next_attempt_at or row.scheduled_for, row.plan)
+    return deliveries
+
+
+def claim_locked(
+    holder: str | None, refs: list[Ref], worker_id: str, now: datetime
+) -> tuple[list[Delivery], list[Any]]:
+    """``claim`` inside the caller's transaction: the deliveries, and the rows of attempts that
+    came too early (the caller hands them back after its commit)."""
     wanted = dict(refs)
     rows = db.session.execute(
         plans.select_with_plan(
@@ -90,7 +114,6 @@ def claim(holder: str | None, refs: list[Ref], worker_id: str) -> list[Delivery]
         .join(Job, Job.project_id == Project.id)
         .where(Job.id.in_(list(wanted)))
     ).all()
-    now = clock.utcnow()
     live, early = [], []
     for row in rows:
         if row.status != S.DISPATCHED or row.attempts != wanted[row.id] - 1 or row.holder != holder:
@@ -105,51 +128,44 @@ def claim(holder: str | None, refs: list[Ref], worker_id: str) -> list[Delivery]
         due = row.next_attempt_at or row.scheduled_for
         (early if (due - now).total_seconds() > MAX_EARLY_SECONDS else live).append(row)
     deliveries: list[Delivery] = []
-    try:
-        moved = move_many(
-            [(row.id, row.attempts) for row in live],
-            S.DISPATCHED,
-            S.STARTED,
-            guard={"holder": holder},
-            attempts=jobs_table.c.attempts + 1,
-            started_at=now,
-            holder=worker_id,
-            updated_at=now,
+    moved = move_many(
+        [(row.id, row.attempts) for row in live],
+        S.DISPATCHED,
+        S.STARTED,
+        guard={"holder": holder},
+        attempts=jobs_table.c.attempts + 1,
+        started_at=now,
+        holder=worker_id,
+        updated_at=now,
+    )
+    for row in (row for row in live if row.id in moved):
+        deliveries.append(
+            Delivery(
+                job_id=row.id,
+                attempt_id=new_id("att"),
+                attempt_number=row.attempts + 1,
+                project_id=row.project_id,
+                payload=row.payload,
+                url=row.webhook_url,
+                secrets=webhooks.live_secrets(row, now),
+                bearer_token=row.webhook_bearer_token if row.send_bearer else None,
+                timeout=plans.get(row.plan).delivery_timeout,
+                not_before=row.next_attempt_at or row.scheduled_for,
+                retry_base=row.retry_base,
+                max_retries=row.max_retries,
+                callback=row.callback_url,
+                failure_callback=row.failure_callback_url,
+            )
         )
-        for row in (row for row in live if row.id in moved):
-            deliveries.append(
-                Delivery(
-                    job_id=row.id,
-                    attempt_id=new_id("att"),
-                    attempt_number=row.attempts + 1,
-                    project_id=row.project_id,
-                    payload=row.payload,
-                    url=row.webhook_url,
-                    secrets=webhooks.live_secrets(row, now),
-                    bearer_token=row.webhook_bearer_token if row.send_bearer else None,
-                    timeout=plans.get(row.plan).delivery_timeout,
-                    not_before=row.next_attempt_at or row.scheduled_for,
-                    retry_base=row.retry_base,
-                    max_retries=row.max_retries,
-                    callback=row.callback_url,
-                    failure_callback=row.failure_callback_url,
-                )
-            )
-        if deliveries:
-            db.session.execute(
-                sa.insert(attempts_table),
-                [
-                    dict(id=d.attempt_id, job_id=d.job_id, number=d.attempt_number, started_at=now)
-                    for d in deliveries
-                ],
-            )
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
-    for row in early:
-        _hand_back(row.id, row.attempts, holder, row.next_attempt_at or row.scheduled_for, row.plan)
-    return deliveries
+    if deliveries:
+        db.session.execute(
+            sa.insert(attempts_table),
+            [
+                dict(id=d.attempt_id, job_id=d.job_id, number=d.attempt_number, started_at=now)
+                for d in deliveries
+            ],
+        )
+    return deliveries, early
 
 
 def _hand_back(job_id: str, attempts: int, holder: str | None, due: datetime, plan: str) -> None:
@@ -196,73 +212,137 @@ def conclude(finished: list[Finished]) -> dict[str, str | None]:
     endpoints' back-pressure to their projects. Returns job id → new status (None: the job had
     moved on, e.g. the reconciler declared the worker lost; nothing was written for it)."""
     now = clock.utcnow()
-    outcome: dict[str, str | None] = {}
-    retries: list[tuple[str, int, datetime, int]] = []
     try:
-        done = [f for f in finished if f.result.ok]
-        completed = move_many(
-            [(f.delivery.job_id, f.delivery.attempt_number) for f in done],
-            S.STARTED,
-            S.COMPLETED,
-            completed_at=now,
-            next_attempt_at=None,
-            last_error=None,
-            updated_at=now,
-        )
-        outcome.update(
-            {
-                f.delivery.job_id: S.COMPLETED if f.delivery.job_id in completed else None
-                for f in done
-            }
-        )
-        for f in (f for f in finished if not f.result.ok):
-            d = f.delivery
-            status, values = decide(d.attempt_number, d.retry_base, d.max_retries, f.result, now)
-            won = move(
-                d.job_id, [S.STARTED], status, at_attempts=d.attempt_number, commit=False, **values
-            )
-            outcome[d.job_id] = status if won else None
-            if won and status == S.QUEUED:
-                retries.append(
-                    (d.job_id, d.attempt_number + 1, values["next_attempt_at"], d.timeout)
-                )
-        recorded = [f for f in finished if outcome[f.delivery.job_id] is not None]
-        if recorded:
-            db.session.execute(
-                sa.update(attempts_table)
-                .where(attempts_table.c.id == sa.bindparam("attempt_id"))
-                .values(
-                    finished_at=now,
-                    duration_ms=sa.bindparam("duration_ms"),
-                    http_status=sa.bindparam("http_status"),
-                    response_excerpt=sa.bindparam("excerpt"),
-                    error=sa.bindparam("error"),
-                    outcome=sa.bindparam("outcome"),
-                    lateness_ms=sa.bindparam("lateness_ms"),
-                ),
-                [
-                    dict(
-                        attempt_id=f.delivery.attempt_id,
-                        duration_ms=f.result.duration_ms,
-                        http_status=f.result.http_status,
-                        excerpt=f.result.excerpt,
-                        error=f.result.error,
-                        outcome=f.result.outcome,
-                        lateness_ms=f.lateness_ms,
-                    )
-                    for f in recorded
-                ],
-            )
-        apply_back_pressure([(f.delivery.project_id, f.result) for f in recorded], now)
+        outcome, retries = _record(finished, now)
+        results = [
+            (f.delivery.project_id, f.result) for f in finished if outcome[f.delivery.job_id]
+        ]
+        apply_back_pressure(results, now)
         # Callbacks and endpoint health (DESIGN.md §11, §12): in this same transaction.
-        callbacks.queue_concluded(recorded, outcome, now)
-        endpoint_health.record([(f.delivery.project_id, f.result) for f in recorded], now)
+        callbacks.queue_concluded(finished, outcome, now)
+        endpoint_health.record(results, now)
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
+    _after_record(finished, outcome, retries)
+    return outcome
+
+
+def conclude_and_continue(
+    finished: list[Finished], worker_id: str, room: int
+) -> tuple[dict[str, str | None], list[Delivery]]:
+    """The worker's recorder cycle in one transaction: ``conclude`` the batch, then release the
+    same projects' next due attempts that wait for a slot (up to ``room``, flow control applied
+    as in ``release``) and claim them for ``worker_id``. Work-conserving with no scheduler hop
+    and no RQ job: a finished delivery starts its project's next one at once.
+
+    Returns job id → new status (as ``conclude``) and the deliveries to start."""
+    now = clock.utcnow()
+    projects = {f.delivery.project_id for f in finished}
+    deliveries: list[Delivery] = []
+    try:
+        waiting, throttled, failing = flow_flags(projects)
+        if room <= 0:
+            waiting = set()
+        outcome, retries = _record(finished, now)
+        results = [
+            (f.delivery.project_id, f.result) for f in finished if outcome[f.delivery.job_id]
+        ]
+        outcomes = outcomes_by_project(results)
+        pressed = set(pressured(outcomes, throttled))
+        health = endpoint_health.touched(results, failing)  # endpoint health (DESIGN.md §12)
+        # Every flow row this cycle needs, locked in id order (no deadlock with other
+        # releasers, which lock in id order too).
+        states = {pid: lock_flow(pid) for pid in sorted(pressed | waiting | health)}
+        press_locked({pid: outcomes[pid] for pid in pressed}, states, now)
+        # Callbacks and endpoint health (DESIGN.md §11, §12); a resumed endpoint's held attempts
+        # are released in this same cycle.
+        callbacks.queue_concluded(finished, outcome, now)
+        resumed = endpoint_health.record_locked(results, failing, states, now)
+        if room > 0:
+            waiting |= resumed
+        if waiting:
+            mine = {pid: states[pid] for pid in waiting}
+            released = release_locked(mine, lambda: worker_id, limit=room, one_group=True, now=now)
+            if released.refs:
+                deliveries, _ = claim_locked(worker_id, released.refs, worker_id, now)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    _after_record(finished, outcome, retries)
+    return outcome, deliveries
+
+
+def _record(
+    finished: list[Finished], now: datetime
+) -> tuple[dict[str, str | None], list[tuple[str, int, datetime, int]]]:
+    """Write a batch of results and move each job on (the caller's transaction); returns job id
+    → new status (None: the job had moved on) and the retries to schedule after the commit."""
+    outcome: dict[str, str | None] = {}
+    retries: list[tuple[str, int, datetime, int]] = []
+    done = [f for f in finished if f.result.ok]
+    completed = move_many(
+        [(f.delivery.job_id, f.delivery.attempt_number) for f in done],
+        S.STARTED,
+        S.COMPLETED,
+        completed_at=now,
+        next_attempt_at=None,
+        last_error=None,
+        updated_at=now,
+    )
+    outcome.update(
+        {f.delivery.job_id: S.COMPLETED if f.delivery.job_id in completed else None for f in done}
+    )
+    for f in (f for f in finished if not f.result.ok):
+        d = f.delivery
+        status, values = decide(d.attempt_number, d.retry_base, d.max_retries, f.result, now)
+        won = move(
+            d.job_id, [S.STARTED], status, at_attempts=d.attempt_number, commit=False, **values
+        )
+        outcome[d.job_id] = status if won else None
+        if won and status == S.QUEUED:
+            retries.append((d.job_id, d.attempt_number + 1, values["next_attempt_at"], d.timeout))
+    recorded = [f for f in finished if outcome[f.delivery.job_id] is not None]
+    if recorded:
+        db.session.execute(
+            sa.update(attempts_table)
+            .where(attempts_table.c.id == sa.bindparam("attempt_id"))
+            .values(
+                finished_at=now,
+                duration_ms=sa.bindparam("duration_ms"),
+                http_status=sa.bindparam("http_status"),
+                response_excerpt=sa.bindparam("excerpt"),
+                error=sa.bindparam("error"),
+                outcome=sa.bindparam("outcome"),
+                lateness_ms=sa.bindparam("lateness_ms"),
+            ),
+            [
+                dict(
+                    attempt_id=f.delivery.attempt_id,
+                    duration_ms=f.result.duration_ms,
+                    http_status=f.result.http_status,
+                    excerpt=f.result.excerpt,
+                    error=f.result.error,
+                    outcome=f.result.outcome,
+                    lateness_ms=f.lateness_ms,
+                )
+                for f in recorded
+            ],
+        )
+    return outcome, retries
+
+
+def _after_record(
+    finished: list[Finished],
+    outcome: dict[str, str | None],
+    retries: list[tuple[str, int, datetime, int]],
+) -> None:
+    """After the commit: schedule the retries in the transport, count and log."""
     for job_id, attempt, when, timeout in retries:
         schedule(job_id, attempt, when, timeout)
+    ended: dict[str, int] = {}
     for f in finished:
         status = outcome[f.delivery.job_id]
         if status is None:
@@ -273,5 +353,5 @@ def conclude(finished: list[Finished]) -> dict[str, str | None]:
                 f.result.outcome,
             )
         elif status != S.QUEUED:
-            metrics.count_job(status.lower())
-    return outcome
+            ended[status.lower()] = ended.get(status.lower(), 0) + 1
+    metrics.count_jobs(ended)

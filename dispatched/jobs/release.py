@@ -143,77 +143,105 @@ def release(
     """
     ids = sorted(set(project_ids))
     if ids and only_waiting:
-        ids = sorted(
-            db.session.execute(
-                sa.select(flow_table.c.project_id).where(
-                    flow_table.c.project_id.in_(ids), flow_table.c.waiting.is_(True)
-                )
-            ).scalars()
-        )
-    result = Released()
+        ids = sorted(waiting_among(ids))
     if not ids:
         db.session.rollback()
-        return result
-    now = now or clock.utcnow()
+        return Released()
     try:
         states = {project_id: lock_flow(project_id) for project_id in ids}
-        settings = settings_of(ids)
-        busy = in_flight(ids)
-        budgets = {
-            pid: flow.budget(settings[pid], states[pid], busy.get(pid, 0), now)
-            for pid in ids
-            if pid in settings  # not deleted meanwhile
-        }
-        shares = fair_shares({pid: allowed for pid, (allowed, _) in budgets.items()}, limit)
-        picked: dict[int, list[Ref]] = {}
-        waits: dict[int, tuple[bool, datetime | None]] = {}
-        for project_id, share in shares.items():
-            rows = db.session.execute(
-                sa.select(Job.id, Job.attempts)
-                .where(
-                    Job.project_id == project_id,
-                    Job.status == S.QUEUED,
-                    Job.next_attempt_at <= now,
-                )
-                .order_by(Job.next_attempt_at, Job.id)
-                .limit(share + 1)
-            ).all()
-            picked[project_id] = [(job_id, attempts) for job_id, attempts in rows[:share]]
-            allowed, wake_at = budgets[project_id]
-            # Held back by the room left, not by time: wait for room (no wake-up time).
-            waits[project_id] = (len(rows) > share, wake_at if share == allowed else None)
-        released_by_project: dict[int, int] = {}
-        queue = [ref for refs in itertools.zip_longest(*picked.values()) for ref in refs if ref]
-        project_of = {ref[0]: pid for pid, refs in picked.items() for ref in refs}
-        size = min(HAND_OVER_BATCH, max(1, math.ceil(len(queue) / max(1, spread))))
-        for start in range(0, len(queue), size):
-            chunk = queue[start : start + size]
-            name = holder()
-            moved = move_many(chunk, S.QUEUED, S.DISPATCHED, dispatched_at=now, holder=name)
-            refs = [(job_id, attempts + 1) for job_id, attempts in chunk if job_id in moved]
-            if refs:
-                result.groups.append((name, refs))
-            for job_id, _ in refs:
-                pid = project_of[job_id]
-                released_by_project[pid] = released_by_project.get(pid, 0) + 1
-        for project_id in picked:
-            state = flow.spend(
-                settings[project_id],
-                states[project_id],
-                released_by_project.get(project_id, 0),
-                now,
-            )
-            waiting, wake_at = waits[project_id]
-            if waiting and wake_at is None and shares[project_id] == budgets[project_id][0]:
-                # It spent its last rate token: look again when the next one comes.
-                wake_at = flow.next_token_at(settings[project_id], state, now)
-            save_flow(project_id, state, waiting=waiting, wake_at=wake_at if waiting else None)
-            if waiting and wake_at is not None:
-                result.next_wake = min(filter(None, [result.next_wake, wake_at]))
+        result = release_locked(states, holder, limit=limit, spread=spread, now=now)
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
+    return result
+
+
+def waiting_among(project_ids: Iterable[int]) -> list[int]:
+    """Those of the projects that have due attempts waiting for a slot."""
+    return list(
+        db.session.execute(
+            sa.select(flow_table.c.project_id).where(
+                flow_table.c.project_id.in_(list(project_ids)), flow_table.c.waiting.is_(True)
+            )
+        ).scalars()
+    )
+
+
+def release_locked(
+    states: dict[int, flow.State],
+    holder: Callable[[], str],
+    *,
+    limit: int | None = None,
+    spread: int = SPREAD,
+    one_group: bool = False,
+    now: datetime | None = None,
+) -> Released:
+    """``release`` inside the caller's transaction, for projects whose flow rows it has
+    locked (``states``: their state as locked, or as updated since in this transaction; the
+    new state is written back into it). ``one_group``: everything goes to one holder (a worker
+    releasing into itself, up to its own room), in one UPDATE."""
+    result = Released()
+    ids = sorted(states)
+    if not ids:
+        return result
+    now = now or clock.utcnow()
+    settings = settings_of(ids)
+    busy = in_flight(ids)
+    budgets = {
+        pid: flow.budget(settings[pid], states[pid], busy.get(pid, 0), now)
+        for pid in ids
+        if pid in settings  # not deleted meanwhile
+    }
+    shares = fair_shares({pid: allowed for pid, (allowed, _) in budgets.items()}, limit)
+    picked: dict[int, list[Ref]] = {}
+    waits: dict[int, tuple[bool, datetime | None]] = {}
+    for project_id, share in shares.items():
+        rows = db.session.execute(
+            sa.select(Job.id, Job.attempts)
+            .where(
+                Job.project_id == project_id,
+                Job.status == S.QUEUED,
+                Job.next_attempt_at <= now,
+            )
+            .order_by(Job.next_attempt_at, Job.id)
+            .limit(share + 1)
+        ).all()
+        picked[project_id] = [(job_id, attempts) for job_id, attempts in rows[:share]]
+        allowed, wake_at = budgets[project_id]
+        # Held back by the room left, not by time: wait for room (no wake-up time).
+        waits[project_id] = (len(rows) > share, wake_at if share == allowed else None)
+    released_by_project: dict[int, int] = {}
+    queue = [ref for refs in itertools.zip_longest(*picked.values()) for ref in refs if ref]
+    project_of = {ref[0]: pid for pid, refs in picked.items() for ref in refs}
+    size = min(HAND_OVER_BATCH, max(1, math.ceil(len(queue) / max(1, spread))))
+    if one_group:
+        size = max(1, len(queue))  # one holder keeps them all: one UPDATE
+    for start in range(0, len(queue), size):
+        chunk = queue[start : start + size]
+        name = holder()
+        moved = move_many(chunk, S.QUEUED, S.DISPATCHED, dispatched_at=now, holder=name)
+        refs = [(job_id, attempts + 1) for job_id, attempts in chunk if job_id in moved]
+        if refs:
+            result.groups.append((name, refs))
+        for job_id, _ in refs:
+            pid = project_of[job_id]
+            released_by_project[pid] = released_by_project.get(pid, 0) + 1
+    for project_id in picked:
+        state = flow.spend(
+            settings[project_id],
+            states[project_id],
+            released_by_project.get(project_id, 0),
+            now,
+        )
+        states[project_id] = state
+        waiting, wake_at = waits[project_id]
+        if waiting and wake_at is None and shares[project_id] == budgets[project_id][0]:
+            # It spent its last rate token: look again when the next one comes.
+            wake_at = flow.next_token_at(settings[project_id], state, now)
+        save_flow(project_id, state, waiting=waiting, wake_at=wake_at if waiting else None)
+        if waiting and wake_at is not None:
+            result.next_wake = min(filter(None, [result.next_wake, wake_at]))
     return result
 
 
@@ -279,34 +307,70 @@ def mark_waiting(project_ids: Iterable[int]) -> None:
         raise
 
 
-def apply_back_pressure(results: list[tuple[int, Result]], now: datetime) -> None:
-    """Update the flow state of the projects whose endpoints answered ``(project id, result)``:
-    those that throttled, and those recovering from it; called inside the caller's transaction."""
+def outcomes_by_project(results: list[tuple[int, Result]]) -> dict[int, list[flow.Outcome]]:
+    """What each project's endpoint answered, from ``(project id, result)`` pairs."""
     by_project: dict[int, list[flow.Outcome]] = defaultdict(list)
     for project_id, result in results:
         by_project[project_id].append(
             flow.Outcome(result.ok, result.http_status, result.retry_after)
         )
-    calm = {pid for pid, outs in by_project.items() if all(o.ok for o in outs)}
-    if calm:
-        # Only projects below their setting count successes; skip a lock for the rest.
-        reduced = set(
-            db.session.execute(
-                sa.select(ProjectFlow.project_id).where(
-                    ProjectFlow.project_id.in_(calm), ProjectFlow.effective.is_not(None)
-                )
-            ).scalars()
-        )
-        calm -= reduced
-    touched = sorted(set(by_project) - calm)
-    if not touched:
-        return
-    settings = settings_of(touched)
-    for project_id in touched:
-        if project_id not in settings:
-            continue
-        state = lock_flow(project_id)
-        save_flow(
-            project_id,
-            flow.after_results(settings[project_id], state, by_project[project_id], now),
-        )
+    return by_project
+
+
+def pressured(outcomes: dict[int, list[flow.Outcome]], throttled: set[int]) -> list[int]:
+    """Projects whose flow state these outcomes change: those that saw a failure, and those
+    running below their setting (``throttled``) that count successes to recover."""
+    return sorted(
+        pid for pid, outs in outcomes.items() if pid in throttled or not all(o.ok for o in outs)
+    )
+
+
+def flow_flags(project_ids: Iterable[int]) -> tuple[set[int], set[int], set[int]]:
+    """Of the projects: those waiting for a slot, those throttled (effective parallelism
+    below their setting), and those whose endpoint is failing or paused (endpoint health,
+    DESIGN.md §12); one read, no lock."""
+    rows = db.session.execute(
+        sa.select(
+            flow_table.c.project_id,
+            flow_table.c.waiting,
+            flow_table.c.effective.is_not(None),
+            sa.or_(  # endpoint health
+                flow_table.c.endpoint_failures > 0, flow_table.c.endpoint_paused_at.is_not(None)
+            ),
+        ).where(flow_table.c.project_id.in_(list(project_ids)))
+    ).all()
+    return (
+        {pid for pid, waiting, _, _ in rows if waiting},
+        {pid for pid, _, low, _ in rows if low},
+        {pid for pid, _, _, failing in rows if failing},
+    )
+
+
+def press_locked(
+    outcomes: dict[int, list[flow.Outcome]],
+    states: dict[int, flow.State],
+    now: datetime,
+) -> None:
+    """Apply the endpoints' back-pressure (``outcomes``) to their projects, whose flow rows the
+    caller locked (``states``, updated in place); inside the caller's transaction."""
+    settings = settings_of(outcomes)
+    for project_id in sorted(outcomes):
+        if project_id in settings:
+            state = flow.after_results(
+                settings[project_id], states[project_id], outcomes[project_id], now
+            )
+            save_flow(project_id, state)
+            states[project_id] = state
+
+
+def apply_back_pressure(results: list[tuple[int, Result]], now: datetime) -> None:
+    """Update the flow state of the projects whose endpoints answered ``(project id, result)``:
+    those that throttled, and those recovering from it; called inside the caller's transaction."""
+    outcomes = outcomes_by_project(results)
+    calm = {pid for pid, outs in outcomes.items() if all(o.ok for o in outs)}
+    # Only projects below their setting count successes; skip a lock for the rest.
+    throttled = flow_flags(calm)[1] if calm else set()
+    touched = pressured(outcomes, throttled)
+    if touched:
+        states = {pid: lock_flow(pid) for pid in touched}
+        press_locked({pid: outcomes[pid] for pid in touched}, states, now)

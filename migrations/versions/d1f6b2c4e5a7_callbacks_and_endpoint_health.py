@@ -1,7 +1,7 @@
 """callbacks (jobs' callback URLs, the callbacks table) and endpoint health (project_flow)
 
 Revision ID: d1f6b2c4e5a7
-Revises: e5c7a9b1d3f2
+Revises: c9f5a1b3e4d6
 Create Date: 2026-11-29 14:00:00
 
 ``project_flow.endpoint_paused_at`` and ``endpoint_pause_reason`` are also added by the ingest
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 
 revision = "d1f6b2c4e5a7"
-down_revision = "e5c7a9b1d3f2"
+down_revision = "c9f5a1b3e4d6"
 branch_labels = None
 depends_on = None
 
