@@ -174,6 +174,12 @@ class Config:
     WORKER_CONCURRENCY = as_int(os.environ.get("WORKER_CONCURRENCY"), 2)
     #: Deliveries in flight at once in one worker process (threads).
     DELIVERY_CONCURRENCY = as_int(os.environ.get("DELIVERY_CONCURRENCY"), 64)
+    #: Endpoint health (DESIGN.md §12): pause a project's endpoint after this many failed
+    #: attempts in a row spanning at least ENDPOINT_PAUSE_AFTER_HOURS (0 = as soon as the count
+    #: is reached); while paused, one real due attempt probes it every ENDPOINT_PROBE_INTERVAL s.
+    ENDPOINT_PAUSE_AFTER_FAILURES = as_int(os.environ.get("ENDPOINT_PAUSE_AFTER_FAILURES"), 50)
+    ENDPOINT_PAUSE_AFTER_HOURS = float(os.environ.get("ENDPOINT_PAUSE_AFTER_HOURS", "24"))
+    ENDPOINT_PROBE_INTERVAL = float(os.environ.get("ENDPOINT_PROBE_INTERVAL", "600"))
     IDEMPOTENCY_TTL_HOURS = as_int(os.environ.get("IDEMPOTENCY_TTL_HOURS"), 24)
     MAX_SCHEDULE_DAYS = as_int(os.environ.get("MAX_SCHEDULE_DAYS"), 365)
     #: A schedule's fire found this many seconds late is still fired; later, it was missed

@@ -69,6 +69,14 @@ def check_config(app: Flask) -> None:
     for name in ("WORKER_CONCURRENCY", "DELIVERY_CONCURRENCY"):
         if app.config[name] < 1:
             raise ConfigError(f"{name} must be at least 1, got {app.config[name]}")
+    if app.config["ENDPOINT_PAUSE_AFTER_FAILURES"] < 1:
+        raise ConfigError(
+            "ENDPOINT_PAUSE_AFTER_FAILURES must be at least 1, got "
+            f"{app.config['ENDPOINT_PAUSE_AFTER_FAILURES']}"
+        )
+    for name in ("ENDPOINT_PAUSE_AFTER_HOURS", "ENDPOINT_PROBE_INTERVAL"):
+        if not app.config[name] >= 0:  # also refuses NaN
+            raise ConfigError(f"{name} must be 0 or more, got {app.config[name]}")
     env = app.config["ENV"]
     if env not in ENVIRONMENTS:
         raise ConfigError(

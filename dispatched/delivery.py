@@ -33,6 +33,12 @@ def deliver_test_event(project_id: int, event_id: str) -> bool:
     return _engine().send_test_event(int(project_id), str(event_id))
 
 
+def deliver_callbacks(callback_ids: list[str]) -> int:
+    """Send due callbacks (DESIGN.md §11) on the engine's threads; return how many were claimed
+    (the rest were sent by another worker meanwhile)."""
+    return _engine().run_callbacks([str(callback_id) for callback_id in callback_ids])
+
+
 def deliver(job_id: str, attempt: int) -> int:
     """An attempt enqueued by an older version (one RQ job per attempt, no holder)."""
     return deliver_batch(None, [[job_id, attempt]])

@@ -13,6 +13,8 @@ The bookkeeping is batched:
   at once, with no scheduler hop and no RQ job);
 - a dashboard test event (``test_events``) is sent on the same threads with its plan's
   delivery timeout; its answer goes to Redis for the webhook page, not to the job tables;
+- callbacks (``callbacks``, DESIGN.md §11) are sent on the same threads too: those a batch's
+  outcomes create, at once; due retries when the reconciler hands them over;
 - a heartbeat thread refreshes the process's ``worker_processes`` row, so the reconciler fails
   over the attempts of a dead process within seconds.
 """
@@ -27,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
 
-from . import clock, jobs, metrics, outbound, signing, test_events, workers
+from . import callbacks, clock, jobs, metrics, outbound, signing, test_events, workers
 from .jobs.attempts import Delivery, Finished
 
 logger = logging.getLogger(__name__)
@@ -250,6 +252,8 @@ class DeliveryEngine:
             except Exception:
                 logger.exception("could not record %d results; retrying in 1 s", len(batch))
                 time.sleep(1)
+        # Callbacks (DESIGN.md §11) start before this batch leaves in_flight: a drain waits too.
+        self._send_new_callbacks(batch, statuses)
         with self._room:
             self._in_flight += len(deliveries) - len(batch)
             self._room.notify_all()
@@ -277,6 +281,55 @@ class DeliveryEngine:
                 f.lateness_ms,
                 statuses.get(d.job_id) or "superseded",
             )
+
+    # --- callbacks (DESIGN.md §11; the rules are in ``callbacks``) ------------------------------
+
+    def run_callbacks(self, callback_ids: list[str]) -> int:
+        """Claim due callbacks (in the caller's app context) and send them on the threads."""
+        return self._send_callbacks(callbacks.claim(self.worker_id, ids=callback_ids))
+
+    def _send_new_callbacks(self, batch: list[Finished], statuses: dict[str, str | None]) -> None:
+        """Send the callbacks this batch's outcomes created (``jobs.conclude_and_continue``) now."""
+        job_ids = callbacks.wanted(batch, statuses)
+        if not job_ids:
+            return
+        try:
+            self._send_callbacks(callbacks.claim(self.worker_id, job_ids=job_ids))
+        except Exception:
+            # Harmless: they are pending in SQL and the reconciler hands them over later.
+            logger.exception("could not claim the callbacks of %d jobs", len(job_ids))
+
+    def _send_callbacks(self, outgoing: list[callbacks.Outgoing]) -> int:
+        for item in outgoing:
+            with self._room:
+                self._in_flight += 1
+            self._pool.submit(self._send_callback, item)
+        return len(outgoing)
+
+    def _send_callback(self, item: callbacks.Outgoing) -> None:
+        """POST one callback (a pool thread) and record the answer."""
+        try:
+            result = outbound.post(
+                item.url,
+                item.body,
+                item.headers(int(time.time()), outbound.USER_AGENT),
+                item.timeout,
+                self.allow_private,
+                allow_http=self.allow_http,
+            )
+        except Exception as exc:  # a bug here must still record an attempt, not strand it
+            logger.exception("callback %s: sending crashed", item.id)
+            result = outbound.Result("error", 0, error=f"internal error: {exc!r}")
+        try:
+            with self.app.app_context():
+                callbacks.record(item, result, self.worker_id)
+        except Exception:
+            # It stays "sending": the reconciler counts the attempt as lost and retries it.
+            logger.exception("callback %s: could not record the answer", item.id)
+        finally:
+            with self._room:
+                self._in_flight -= 1
+                self._room.notify_all()
 
     def _heartbeat_loop(self) -> None:
         interval = self.app.config["WORKER_HEARTBEAT"]

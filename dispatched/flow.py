@@ -1,4 +1,5 @@
-"""Flow control of a project's deliveries (DESIGN.md §9): parallelism, rate, back-pressure.
+"""Flow control of a project's deliveries (DESIGN.md §9): parallelism, rate, back-pressure;
+and the endpoint-health pause and slow start (DESIGN.md §12, counted by ``endpoint_health``).
 
 The arithmetic is pure (``budget``, ``after_results``); ``settings_of`` validates what a user
 asks for against the plan. The release of attempts (``jobs.release``) applies it under the
@@ -42,6 +43,11 @@ class State:
     paused_until: datetime | None = None
     tokens: float = 1.0
     tokens_at: datetime | None = None
+    #: The endpoint is paused (DESIGN.md §12): only a probe is released, at ``probe_at``.
+    endpoint_paused_at: datetime | None = None
+    probe_at: datetime | None = None
+    #: After a resume: ``effective`` doubles per success until it reaches the setting.
+    slow_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,10 +105,16 @@ def budget(
     settings: Settings, state: State, in_flight: int, now: datetime
 ) -> tuple[int, datetime | None]:
     """How many attempts may be released now, and when to look again if that is limited by
-    time (a pause or the rate) rather than by attempts in flight (then None)."""
+    time (a pause, the next probe or the rate) rather than by attempts in flight (then None).
+
+    A paused endpoint gets one attempt (the probe) at a time, once ``probe_at`` has come.
+    """
     if state.paused_until is not None and state.paused_until > now:
         return 0, state.paused_until
-    slots = max(0, effective(settings, state) - in_flight)
+    paused = state.endpoint_paused_at is not None
+    if paused and state.probe_at is not None and state.probe_at > now:
+        return 0, state.probe_at
+    slots = max(0, (1 if paused else effective(settings, state)) - in_flight)
     tokens = tokens_now(settings, state, now)
     if tokens == math.inf:
         return slots, None
@@ -132,15 +144,19 @@ def after_results(
     settings: Settings, state: State, outcomes: list[Outcome], now: datetime
 ) -> State:
     """Apply back-pressure: 429/503 halve the parallelism (min 1) and a Retry-After pauses the
-    project; RECOVER_AFTER successes in a row add 1 back, up to the setting."""
+    project; RECOVER_AFTER successes in a row add 1 back, up to the setting. In slow start
+    (after an endpoint resumed) each success doubles it instead, up to the setting; a throttling
+    answer ends slow start."""
     current = effective(settings, state)
-    streak, paused = state.streak, state.paused_until
+    streak, paused, slow = state.streak, state.paused_until, state.slow_start
     for outcome in outcomes:
         if outcome.http_status in THROTTLING:
-            current, streak = max(1, current // 2), 0
+            current, streak, slow = max(1, current // 2), 0, False
             if outcome.retry_after:
                 until = now + min(timedelta(seconds=outcome.retry_after), MAX_PAUSE)
                 paused = until if paused is None or until > paused else paused
+        elif outcome.ok and slow:
+            current, streak = min(current * 2, settings.parallelism), 0
         elif outcome.ok and current < settings.parallelism:
             streak += 1
             if streak >= RECOVER_AFTER:
@@ -152,9 +168,11 @@ def after_results(
             streak = 0
     if paused is not None and paused <= now:
         paused = None
+    at_setting = current >= settings.parallelism
     return replace(
         state,
-        effective=None if current >= settings.parallelism else current,
+        effective=None if at_setting else current,
         streak=streak,
         paused_until=paused,
+        slow_start=slow and not at_setting,
     )

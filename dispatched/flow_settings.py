@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from . import clock, flow, plans
+from . import clock, endpoint_health, flow, plans
 from .errors import BadRequest
 from .extensions import db
 from .models import Project, ProjectFlow
@@ -112,6 +112,13 @@ def flow_status(project: Project) -> FlowStatus:
         paused_until=paused if paused is not None and paused > clock.utcnow() else None,
         waiting=bool(row and row.waiting),
     )
+
+
+def resume_endpoint(project_id: int) -> bool:
+    """Resume the project's paused endpoint (DESIGN.md §12) and commit: its held attempts are
+    released again, parallelism starting at 1 and doubling per success up to the setting.
+    Returns whether it was paused (False: nothing changed)."""
+    return endpoint_health.resume(project_id)
 
 
 def set_from_form(project: Project, parallelism: str, rate: str) -> FlowStatus:

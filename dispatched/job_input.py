@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import clock
+from . import clock, webhooks
 from .errors import BadRequest, PayloadTooLarge
 from .models import JobStatus
 from .plans import Plan
@@ -21,12 +21,19 @@ MAX_IDEMPOTENCY_KEY = 255
 MAX_LIST_LIMIT = 100
 
 
+#: The callback fields of a dispatch body (DESIGN.md §11) and what messages call them.
+CALLBACK_FIELDS = {"callback": "callback URL", "failureCallback": "failureCallback URL"}
+
+
 @dataclass(frozen=True)
 class DispatchInput:
     payload: dict[str, Any]
     schedule_for: datetime
     max_retries: int
     idempotency_key: str | None
+    #: Called when the job COMPLETED / FAILED (None: no callback).
+    callback: str | None = None
+    failure_callback: str | None = None
 
 
 def _reject_constant(name: str) -> float:
@@ -115,6 +122,23 @@ def parse_payload(value: Any, plan: Plan) -> dict[str, Any]:
     return value
 
 
+def parse_callback(value: Any, field: str) -> str | None:
+    """Return a callback URL (null/absent = none), checked like a webhook URL: http(s) with a
+    host, no credentials, https:// unless ALLOW_HTTP_WEBHOOKS, and a public address unless
+    ALLOW_PRIVATE_WEBHOOKS (SSRF). Raises BadRequest naming ``field``."""
+    if value is None:
+        return None
+    return webhooks.validate_url(value, name=CALLBACK_FIELDS[field], field=field)
+
+
+def parse_callbacks(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Return ``(callback, failureCallback)`` of a dispatch body (or a batch item)."""
+    return (
+        parse_callback(body.get("callback"), "callback"),
+        parse_callback(body.get("failureCallback"), "failureCallback"),
+    )
+
+
 def parse_cursor(value: str | None) -> str | None:
     if value is not None and not value:
         raise BadRequest("cursor must not be empty; omit it for the first page", field="cursor")
@@ -143,11 +167,17 @@ def parse_dispatch(
     if "scheduleFor" in body and "scheduledFor" in body:
         raise BadRequest("send either scheduleFor or scheduledFor, not both")
     field = "scheduledFor" if "scheduledFor" in body else "scheduleFor"
+    payload = parse_payload(body.get("payload"), plan)
+    schedule_for = parse_schedule(body.get(field), field, now, max_days)
+    max_retries = parse_max_retries(body.get("maxRetries"), plan)
+    callback, failure_callback = parse_callbacks(body)
     return DispatchInput(
-        payload=parse_payload(body.get("payload"), plan),
-        schedule_for=parse_schedule(body.get(field), field, now, max_days),
-        max_retries=parse_max_retries(body.get("maxRetries"), plan),
+        payload=payload,
+        schedule_for=schedule_for,
+        max_retries=max_retries,
         idempotency_key=parse_idempotency_key(idempotency_key),
+        callback=callback,
+        failure_callback=failure_callback,
     )
 
 

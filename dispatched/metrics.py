@@ -28,6 +28,11 @@ def count_job(event: str, count: int = 1) -> None:
     _hincr({f"jobs_total|{event}": count})
 
 
+def count_callback(outcome: str) -> None:
+    """Count a callback attempt: delivered, failed (retries spent), or a retried outcome."""
+    _hincr({f"callbacks_total|{outcome}": 1})
+
+
 def count_jobs(events: dict[str, int]) -> None:
     """Count several job events (event → how many) in one Redis round trip."""
     if events:
@@ -95,6 +100,12 @@ def render() -> str:
 
     counter("dispatched_jobs_total", "event", "Jobs by lifecycle event.", "jobs_total")
     counter(
+        "dispatched_callback_attempts_total",
+        "outcome",
+        "Callback attempts: delivered, failed (retries spent), or the outcome of one retried.",
+        "callbacks_total",
+    )
+    counter(
         "dispatched_delivery_attempts_total",
         "outcome",
         "Delivery attempts by outcome.",
@@ -131,14 +142,21 @@ def render() -> str:
             sa.func.count().filter(ProjectFlow.effective.is_not(None)),
             sa.func.count().filter(ProjectFlow.paused_until > now),
             sa.func.count().filter(ProjectFlow.waiting.is_(True)),
+            sa.func.count().filter(ProjectFlow.endpoint_paused_at.is_not(None)),
         )
     ).one()
     lines += [
         "# HELP dispatched_projects Projects by flow-control state (DESIGN.md §9).",
         "# TYPE dispatched_projects gauge",
     ]
-    for state, value in zip(("throttled", "paused", "waiting"), flow_counts, strict=True):
+    for state, value in zip(("throttled", "paused", "waiting"), flow_counts[:3], strict=True):
         lines.append(f'dispatched_projects{{state="{state}"}} {value}')
+    lines += [
+        "# HELP dispatched_endpoints_paused Projects whose endpoint is paused after failing "
+        "(DESIGN.md §12).",
+        "# TYPE dispatched_endpoints_paused gauge",
+        f"dispatched_endpoints_paused {flow_counts[3]}",
+    ]
     counts = dict(
         db.session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status)).all()
     )

@@ -135,6 +135,18 @@ class ProjectFlow(db.Model):
     #: When a waiting project may release again (pause end, next token); None = when a slot frees.
     wake_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # Endpoint health (DESIGN.md §12, ``endpoint_health``).
+    #: The endpoint is paused since then (None: active): only probes are sent.
+    endpoint_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Why it was paused (failures since when, the last error).
+    endpoint_pause_reason: Mapped[str | None] = mapped_column(sa.Text)
+    #: Failed attempts in a row (in the order they finished), and when the first of them did.
+    endpoint_failures: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    endpoint_failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: While paused: no probe (one real due attempt) is released before this.
+    endpoint_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: After a resume: parallelism starts at 1 and doubles per success up to the setting.
+    slow_start: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
 
 
 class WorkerProcess(db.Model):
@@ -212,6 +224,11 @@ class Job(db.Model):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The schedule whose fire created the job (DESIGN.md §13); None when dispatched directly.
     schedule_id: Mapped[str | None] = mapped_column(sa.String(40))
+    #: Callbacks (DESIGN.md §11): called when the job COMPLETED / FAILED (``callbacks``).
+    callback_url: Mapped[str | None] = mapped_column(sa.Text)
+    failure_callback_url: Mapped[str | None] = mapped_column(sa.Text)
+    #: The latest callback's state: None (none sent) | pending | delivered | failed.
+    callback_status: Mapped[str | None] = mapped_column(sa.String(16))
 
     project: Mapped[Project] = relationship()
 
@@ -242,6 +259,44 @@ class Attempt(db.Model):
     #: success | http_error | gone | timeout | connection_error | refused | error | worker_lost
     #: (outbound.Result.outcome)
     outcome: Mapped[str | None] = mapped_column(sa.String(32))
+
+
+class Callback(db.Model):
+    """One callback of a job (DESIGN.md §11): its fixed body and its delivery state.
+
+    ``pending`` (due at ``next_attempt_at``) → ``sending`` (a worker holds it) → ``delivered``,
+    back to ``pending`` for a retry, or ``failed`` once its retries are spent (``callbacks``).
+    """
+
+    __tablename__ = "callbacks"
+    __table_args__ = (
+        # The reconciler hands due pending callbacks to the workers, and repairs stranded ones.
+        sa.Index("ix_callbacks_state_next", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    #: completed | failed: the job's outcome it reports (``webhook-id`` = ``<jobId>:<kind>``).
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    url: Mapped[str] = mapped_column(sa.Text)
+    #: The JSON body, as sent on every attempt.
+    body: Mapped[str] = mapped_column(sa.Text)
+    #: pending | sending | delivered | failed
+    state: Mapped[str] = mapped_column(sa.String(16))
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When it was last handed to the workers (None: not handed since it became due).
+    handed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The worker process sending it (``sending`` only).
+    holder: Mapped[str | None] = mapped_column(sa.String(80))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The last attempt's HTTP status, outcome and error.
+    http_status: Mapped[int | None] = mapped_column(sa.Integer)
+    outcome: Mapped[str | None] = mapped_column(sa.String(32))
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class MonthlyUsage(db.Model):

@@ -9,6 +9,7 @@
   for the release loop, later ones rescheduled. A full scan runs when Redis has lost our epoch
   marker (flushed, or restarted without persistence); otherwise only suspicious jobs are
   checked: flagged hand-offs and overdue ones.
+- Callbacks (``callbacks``): due retries, and ones whose worker died, go to the workers.
 
 Runs in the scheduler process every RECONCILE_INTERVAL seconds (one at a time, under a Redis
 lock) and once with ``flask --app wsgi admin reconcile``.
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from flask import current_app
 from redis.exceptions import RedisError
 
-from . import clock, jobs, plans, redis_client, transport, workers
+from . import callbacks, clock, jobs, plans, redis_client, transport, workers
 from .extensions import db
 from .ids import random_base62
 from .jobs.release import mark_waiting
@@ -65,6 +66,7 @@ def reconcile(full: bool = False) -> dict[str, int]:
         report = {"full": int(full), **_fail_over_lost()}
         report.update(_hand_back_stranded())
         report.update(_rehand_queued(full))
+        report.update(callbacks.hand_over_due())
         if full:
             conn.set(EPOCH_KEY, clock.isoformat(clock.utcnow()) or "")
         workers.forget_dead()

@@ -88,3 +88,21 @@ def delivery_request(
         **headers(secrets, job_id, timestamp, body, bearer_token=bearer_token),
     }
     return body, request_headers
+
+
+def event_request(
+    secrets: Sequence[str],
+    msg_id: str,
+    body: bytes,
+    *,
+    timestamp: int,
+    bearer_token: str | None,
+    user_agent: str,
+) -> dict[str, str]:
+    """Return the headers of an event that is not a delivery (a callback, DESIGN.md §11): the
+    same headers as a delivery, signed over ``body`` with ``msg_id`` as the ``webhook-id``."""
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": user_agent,
+        **headers(secrets, msg_id, timestamp, body, bearer_token=bearer_token),
+    }

@@ -79,6 +79,12 @@ def send_test_event(project_id: int, event_id: str, queue_ttl: int) -> None:
     backend().send_test_event(project_id, event_id, queue_ttl)
 
 
+def send_callbacks(callback_ids: list[str]) -> None:
+    """Have one delivery worker send these due callbacks (``callbacks``)."""
+    if callback_ids:
+        backend().send_callbacks(callback_ids)
+
+
 def wake(project_id: int) -> None:
     """Tell the release loop the project has an attempt due now."""
     backend().wake(project_id)

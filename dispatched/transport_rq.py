@@ -11,7 +11,8 @@ Implements the functions of ``transport`` (the seam callers use):
   ``interval``, asks the job service what to release (``on_tick``), and hands each released
   group to the workers as one RQ job ``dispatched.delivery.deliver_batch(holder, attempts)``;
 - a dashboard test event is one RQ job ``dispatched.delivery.deliver_test_event(project_id,
-  event_id)`` on the same queue, discarded by RQ if no worker takes it in time.
+  event_id)`` on the same queue, discarded by RQ if no worker takes it in time;
+- due callbacks (DESIGN.md §11) are RQ jobs ``dispatched.delivery.deliver_callbacks(ids)``.
 
 Tasks are enqueued by dotted name, so nothing here imports the task modules.
 """
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 DELIVER_BATCH_TASK = "dispatched.delivery.deliver_batch"
 DELIVER_TEST_EVENT_TASK = "dispatched.delivery.deliver_test_event"
+DELIVER_CALLBACKS_TASK = "dispatched.delivery.deliver_callbacks"
 #: rq-scheduler's sorted set of timed attempts (score: the exact due time, Unix seconds).
 SCHEDULED_KEY = Scheduler.scheduled_jobs_key
 #: Project ids with an attempt due now (pushed by the API, popped by the release loop).
@@ -135,6 +137,26 @@ def send_test_event(project_id: int, event_id: str, queue_ttl: int) -> None:
                     result_ttl=0,
                     failure_ttl=FAILURE_TTL,
                     description=f"test event {event_id} of project {project_id}",
+                )
+            ]
+        )
+    except RedisError as exc:
+        raise _unavailable(exc) from exc
+
+
+def send_callbacks(callback_ids: list[str]) -> None:
+    """Enqueue one RQ job that has a worker send these callbacks (DESIGN.md §11)."""
+    try:
+        _queue().enqueue_many(
+            [
+                Queue.prepare_data(
+                    DELIVER_CALLBACKS_TASK,
+                    args=(list(callback_ids),),
+                    job_id=new_id("hand"),
+                    timeout=HAND_OVER_TIMEOUT,
+                    result_ttl=0,
+                    failure_ttl=FAILURE_TTL,
+                    description=f"send {len(callback_ids)} callbacks",
                 )
             ]
         )

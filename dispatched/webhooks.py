@@ -22,7 +22,7 @@ import requests
 from flask import current_app
 from requests_hardened.ip_filter import InvalidIPAddress, filter_host
 
-from . import clock, signing
+from . import clock, endpoint_health, signing
 from .errors import BadRequest
 from .extensions import db
 from .models import Project
@@ -66,7 +66,12 @@ def live_secrets(project: SecretHolder, now: datetime) -> tuple[str, ...]:
 
 
 def validate_url(
-    url: object, *, allow_private: bool | None = None, allow_http: bool | None = None
+    url: object,
+    *,
+    allow_private: bool | None = None,
+    allow_http: bool | None = None,
+    name: str = "webhook URL",
+    field: str | None = None,
 ) -> str:
     """Return a cleaned webhook URL, or raise BadRequest saying what is wrong with it.
 
@@ -74,48 +79,62 @@ def validate_url(
     private, link-local (cloud metadata), CGNAT and similar ranges are refused, using the same
     filter (requests-hardened) that guards delivery. Unless ``http://`` webhooks are allowed
     (production's default: not), the URL must be ``https://``. Both default to the app config.
+    Callback URLs follow the same rules: ``name`` is what messages call the URL and ``field``
+    the request field the error names (``data.field``).
     """
     if allow_private is None:
         allow_private = current_app.config["ALLOW_PRIVATE_WEBHOOKS"]
     if allow_http is None:
         allow_http = current_app.config["ALLOW_HTTP_WEBHOOKS"]
+    extra = {"field": field} if field else {}
     if not isinstance(url, str) or not url.strip():
-        raise BadRequest(f"webhook URL must be a non-empty string, got {url!r}")
-    url = url.strip()
+        raise BadRequest(f"{name} must be a non-empty string, got {url!r}", **extra)
     if len(url) > MAX_URL_LENGTH:
-        raise BadRequest(f"webhook URL is longer than {MAX_URL_LENGTH} characters")
+        raise BadRequest(f"{name} is longer than {MAX_URL_LENGTH} characters", **extra)
+    url = url.strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise BadRequest(f"{name} {url[:100]!r} contains spaces or control characters", **extra)
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        raise BadRequest(f"webhook URL {url!r} is not a valid URL: {exc}") from None
+        raise BadRequest(f"{name} {url!r} is not a valid URL: {exc}", **extra) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"webhook URL must be an http(s) URL with a host, got {url!r}")
+        raise BadRequest(f"{name} must be an http(s) URL with a host, got {url!r}", **extra)
     if parts.username or parts.password:
-        raise BadRequest("webhook URL must not contain credentials; use the webhook secret")
+        raise BadRequest(f"{name} must not contain credentials; use the webhook secret", **extra)
     if parts.scheme == "http" and not allow_http:
         raise BadRequest(
-            f"webhook URL {url!r} is not https://: deliveries would cross the network "
-            "unencrypted; use https:// or set ALLOW_HTTP_WEBHOOKS=1 to allow it"
+            f"{name} {url!r} is not https://: deliveries would cross the network "
+            "unencrypted; use https:// or set ALLOW_HTTP_WEBHOOKS=1 to allow it",
+            **extra,
         )
     if not allow_private:
         try:
             filter_host(parts.hostname, port, allow_loopback=False)
         except InvalidIPAddress:
             raise BadRequest(
-                f"webhook URL {url!r} resolves to a private, loopback or link-local address;"
-                " set ALLOW_PRIVATE_WEBHOOKS=1 to allow it"
+                f"{name} {url!r} resolves to a private, loopback or link-local address;"
+                " set ALLOW_PRIVATE_WEBHOOKS=1 to allow it",
+                **extra,
             ) from None
         except (requests.RequestException, UnicodeError, ValueError) as exc:
             raise BadRequest(
-                f"webhook URL host {parts.hostname!r} does not resolve: {exc}"
+                f"{name} host {parts.hostname!r} does not resolve: {exc}", **extra
             ) from None
     return url
 
 
 def set_url(project: Project, url: str | None) -> None:
-    """Save the project's webhook URL (validated; empty clears it) and commit."""
-    project.webhook_url = validate_url(url) if url and url.strip() else None
+    """Save the project's webhook URL (validated; empty clears it) and commit.
+
+    A new URL starts the endpoint's failure count afresh; a paused endpoint stays paused until
+    it is resumed (DESIGN.md §12).
+    """
+    new_url = validate_url(url) if url and url.strip() else None
+    if new_url != project.webhook_url:
+        endpoint_health.reset_failures(project.id)  # endpoint health (DESIGN.md §12)
+    project.webhook_url = new_url
     db.session.commit()
 
 

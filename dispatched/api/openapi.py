@@ -23,6 +23,14 @@ RATE_HEADERS = {
     "X-RateLimit-Reset": {"schema": {"type": "string"}, "description": "Unix time of reset."},
 }
 
+#: No ``format: uri``: like webhook URLs, callbacks may be IRIs (non-ASCII paths and hosts).
+CALLBACK_URL = {"type": ["string", "null"], "minLength": 1, "maxLength": 2048}
+CALLBACK_RULES = (
+    "Same rules as webhook URLs (https:// in production, no private addresses); "
+    "retried 3 times; never counts toward the quota. null = none."
+)
+CALLBACK_STATES = ["pending", "delivered", "failed"]
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -54,6 +62,17 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Retries after the first attempt; capped by the plan; "
                 "absent = the plan's cap.",
             },
+            "callback": {
+                **CALLBACK_URL,
+                "description": "Called (POST, signed like a delivery) when the job COMPLETED: "
+                '`{"type": "job.completed", "jobId", "attemptNumber", "status", "body"}`. '
+                + CALLBACK_RULES,
+            },
+            "failureCallback": {
+                **CALLBACK_URL,
+                "description": "Called when the job FAILED: "
+                '`{"type": "job.failed", "jobId", "attempts", "lastError"}`. ' + CALLBACK_RULES,
+            },
         },
     },
     "DispatchResponse": {
@@ -83,6 +102,9 @@ SCHEMAS: dict[str, Any] = {
             "cancelledAt",
             "lastError",
             "scheduleId",
+            "callback",
+            "failureCallback",
+            "callbackStatus",
         ],
         "properties": {
             "jobId": {"type": "string"},
@@ -100,6 +122,13 @@ SCHEMAS: dict[str, Any] = {
             "scheduleId": {
                 "type": ["string", "null"],
                 "description": "The schedule whose fire created the job; null when dispatched.",
+            },
+            "callback": {"type": ["string", "null"]},
+            "failureCallback": {"type": ["string", "null"]},
+            "callbackStatus": {
+                "enum": [None, *CALLBACK_STATES],
+                "description": "The latest callback's delivery: null (none sent), pending "
+                "(being sent or retried), delivered (2xx) or failed (retries spent).",
             },
         },
     },

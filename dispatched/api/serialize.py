@@ -36,6 +36,9 @@ def job(job: Job) -> dict[str, Any]:
         "cancelledAt": isoformat(job.cancelled_at),
         "lastError": job.last_error,
         "scheduleId": job.schedule_id,
+        "callback": job.callback_url,
+        "failureCallback": job.failure_callback_url,
+        "callbackStatus": job.callback_status,
     }
 
 

@@ -6,4 +6,15 @@ from flask import Blueprint
 
 bp = Blueprint("dashboard", __name__)
 
-from . import account, auth, doctor, jobs, pages, schedules, settings, team  # noqa: E402,F401  (routes register)
+# Routes register on import.
+from . import (  # noqa: E402,F401
+    account,
+    auth,
+    doctor,
+    endpoint,
+    jobs,
+    pages,
+    schedules,
+    settings,
+    team,
+)

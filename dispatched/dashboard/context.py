@@ -7,7 +7,8 @@ from typing import Any
 from flask import g
 from flask_login import current_user
 
-from .. import plans, teams
+from .. import endpoint_health, plans, teams
+from ..extensions import htmx
 from ..models import Project
 from . import bp
 
@@ -23,9 +24,13 @@ def project_or_404(project_id: int) -> Project:
 def inject_navigation() -> dict[str, Any]:
     if not current_user.is_authenticated:
         return {}
+    project = g.get("project")
     return {
         "team": current_user.team,
         "projects": teams.projects_of(current_user.team_id),
-        "current_project": g.get("project"),
+        "current_project": project,
         "plan": plans.get(current_user.team.plan),
+        # Every page of a project whose endpoint is paused shows a banner (DESIGN.md §12); the
+        # htmx partials (polled every 2 s) have no banner, so they skip the query.
+        "endpoint": endpoint_health.state(project.id) if project is not None and not htmx else None,
     }

@@ -9,7 +9,7 @@ from typing import Any
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
-from .. import clock, job_input, jobs
+from .. import callbacks, clock, job_input, jobs
 from ..errors import BadRequest, ServiceError
 from ..extensions import htmx
 from ..models import JobStatus
@@ -69,6 +69,7 @@ def _job_context(project_id: int, job: Any) -> dict[str, Any]:
     return {
         "job": job,
         "attempts": jobs.attempts_of(project_id, job.id),
+        "callbacks": callbacks.of_job(job.id),
         "payload_json": json.dumps(job.payload, indent=2, ensure_ascii=False),
         "form": ActionForm(),
         "reschedule_form": RescheduleForm(),

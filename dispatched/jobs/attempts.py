@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import clock, metrics, plans, retry, webhooks
+from .. import callbacks, clock, endpoint_health, metrics, plans, retry, webhooks
 from ..extensions import db
 from ..ids import new_id
 from ..models import Attempt, Job, Project
@@ -53,6 +53,9 @@ class Delivery:
     not_before: datetime
     retry_base: int
     max_retries: int
+    #: The job's callback URLs (DESIGN.md §11; ``callbacks``).
+    callback: str | None = None
+    failure_callback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ def claim_locked(
             Project.secret_rotated_at,
             Project.webhook_bearer_token,
             Project.send_bearer,
+            Job.callback_url,  # callbacks (DESIGN.md §11)
+            Job.failure_callback_url,
         )
         .join(Job, Job.project_id == Project.id)
         .where(Job.id.in_(list(wanted)))
@@ -148,6 +153,8 @@ def claim_locked(
                 not_before=row.next_attempt_at or row.scheduled_for,
                 retry_base=row.retry_base,
                 max_retries=row.max_retries,
+                callback=row.callback_url,
+                failure_callback=row.failure_callback_url,
             )
         )
     if deliveries:
@@ -207,10 +214,13 @@ def conclude(finished: list[Finished]) -> dict[str, str | None]:
     now = clock.utcnow()
     try:
         outcome, retries = _record(finished, now)
-        apply_back_pressure(
-            [(f.delivery.project_id, f.result) for f in finished if outcome[f.delivery.job_id]],
-            now,
-        )
+        results = [
+            (f.delivery.project_id, f.result) for f in finished if outcome[f.delivery.job_id]
+        ]
+        apply_back_pressure(results, now)
+        # Callbacks and endpoint health (DESIGN.md §11, §12): in this same transaction.
+        callbacks.queue_concluded(finished, outcome, now)
+        endpoint_health.record(results, now)
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -232,18 +242,26 @@ def conclude_and_continue(
     projects = {f.delivery.project_id for f in finished}
     deliveries: list[Delivery] = []
     try:
-        waiting, throttled = flow_flags(projects)
+        waiting, throttled, failing = flow_flags(projects)
         if room <= 0:
             waiting = set()
         outcome, retries = _record(finished, now)
-        outcomes = outcomes_by_project(
-            [(f.delivery.project_id, f.result) for f in finished if outcome[f.delivery.job_id]]
-        )
+        results = [
+            (f.delivery.project_id, f.result) for f in finished if outcome[f.delivery.job_id]
+        ]
+        outcomes = outcomes_by_project(results)
         pressed = set(pressured(outcomes, throttled))
+        health = endpoint_health.touched(results, failing)  # endpoint health (DESIGN.md §12)
         # Every flow row this cycle needs, locked in id order (no deadlock with other
         # releasers, which lock in id order too).
-        states = {pid: lock_flow(pid) for pid in sorted(pressed | waiting)}
+        states = {pid: lock_flow(pid) for pid in sorted(pressed | waiting | health)}
         press_locked({pid: outcomes[pid] for pid in pressed}, states, now)
+        # Callbacks and endpoint health (DESIGN.md §11, §12); a resumed endpoint's held attempts
+        # are released in this same cycle.
+        callbacks.queue_concluded(finished, outcome, now)
+        resumed = endpoint_health.record_locked(results, failing, states, now)
+        if room > 0:
+            waiting |= resumed
         if waiting:
             mine = {pid: states[pid] for pid in waiting}
             released = release_locked(mine, lambda: worker_id, limit=room, one_group=True, now=now)

@@ -47,6 +47,8 @@ def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
         attempts=0,
         retry_base=0,
         idempotency_key=data.idempotency_key,
+        callback_url=data.callback,
+        failure_callback_url=data.failure_callback,
         created_at=now,
         updated_at=now,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .. import clock, metrics, plans
+from .. import callbacks, clock, metrics, plans
 from ..extensions import db
 from ..models import Attempt, Job, Project
 from ..outbound import Result
@@ -37,6 +37,8 @@ def fail_over_lost(job_id: str, attempt: int, reason: str) -> str | None:
                 .where(attempts_table.c.id == row.id)
                 .values(finished_at=now, error=result.error, outcome=result.outcome)
             )
+        if status == S.FAILED:  # its failureCallback (DESIGN.md §11)
+            callbacks.queue_failed(job_id, attempt, result.error, now)
         db.session.commit()
     except BaseException:
         db.session.rollback()

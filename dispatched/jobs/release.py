@@ -65,6 +65,10 @@ def lock_flow(project_id: int) -> flow.State:
                 flow_table.c.paused_until,
                 flow_table.c.tokens,
                 flow_table.c.tokens_at,
+                # Endpoint health (DESIGN.md §12; ``endpoint_health``).
+                flow_table.c.endpoint_paused_at,
+                flow_table.c.endpoint_probe_at,
+                flow_table.c.slow_start,
             )
         ).first()
         if row is not None:
@@ -91,6 +95,7 @@ def save_flow(project_id: int, state: flow.State, **values: object) -> None:
             paused_until=state.paused_until,
             tokens=state.tokens,
             tokens_at=state.tokens_at,
+            slow_start=state.slow_start,  # endpoint health (DESIGN.md §12)
             **values,
         )
     )
@@ -320,15 +325,25 @@ def pressured(outcomes: dict[int, list[flow.Outcome]], throttled: set[int]) -> l
     )
 
 
-def flow_flags(project_ids: Iterable[int]) -> tuple[set[int], set[int]]:
-    """Of the projects: those waiting for a slot, and those throttled (effective parallelism
-    below their setting); one read, no lock."""
+def flow_flags(project_ids: Iterable[int]) -> tuple[set[int], set[int], set[int]]:
+    """Of the projects: those waiting for a slot, those throttled (effective parallelism
+    below their setting), and those whose endpoint is failing or paused (endpoint health,
+    DESIGN.md §12); one read, no lock."""
     rows = db.session.execute(
         sa.select(
-            flow_table.c.project_id, flow_table.c.waiting, flow_table.c.effective.is_not(None)
+            flow_table.c.project_id,
+            flow_table.c.waiting,
+            flow_table.c.effective.is_not(None),
+            sa.or_(  # endpoint health
+                flow_table.c.endpoint_failures > 0, flow_table.c.endpoint_paused_at.is_not(None)
+            ),
         ).where(flow_table.c.project_id.in_(list(project_ids)))
     ).all()
-    return {pid for pid, waiting, _ in rows if waiting}, {pid for pid, _, low in rows if low}
+    return (
+        {pid for pid, waiting, _, _ in rows if waiting},
+        {pid for pid, _, low, _ in rows if low},
+        {pid for pid, _, _, failing in rows if failing},
+    )
 
 
 def press_locked(
