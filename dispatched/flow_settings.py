@@ -1,7 +1,10 @@
-"""A project's flow-control settings (DESIGN.md §9): change them, and show what is in force.
+"""A project's flow-control settings (DESIGN.md §9): change them, and show what is in force;
+and its endpoint's state (DESIGN.md §12): active or paused, and resuming it.
 
 ``flow`` holds the rules (``validate``, ``settings_of``, ``effective``); this module applies them
-to a stored project for the dashboard, the admin CLI and the API.
+to a stored project for the dashboard, the admin CLI and the API. The endpoint's pause lives in
+``project_flow`` (``endpoint_paused_at``, ``endpoint_pause_reason``); ``endpoint_health`` decides
+when to pause, this module shows it and lifts it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from . import clock, flow, plans
+import sqlalchemy as sa
+
+from . import clock, flow, plans, transport
 from .errors import BadRequest
 from .extensions import db
 from .models import Project, ProjectFlow
@@ -143,3 +148,59 @@ def parse_rate(text: str) -> float:
         return float(text)
     except ValueError:
         raise BadRequest(f"ratePerSecond must be a number, got {text[:MAX_TEXT]!r}") from None
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """Whether the project's endpoint receives attempts (DESIGN.md §12)."""
+
+    #: When it was paused (None: active).
+    paused_at: datetime | None = None
+    #: Why: how many failures since when, and the last error.
+    reason: str | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape ``{state: "active"|"paused", reason, since}``."""
+        return {
+            "state": "paused" if self.paused else "active",
+            "reason": self.reason if self.paused else None,
+            "since": clock.isoformat(self.paused_at),
+        }
+
+
+def endpoint_state(project_id: int) -> EndpointState:
+    """Return whether the project's endpoint is paused, why and since when."""
+    row = db.session.execute(
+        sa.select(ProjectFlow.endpoint_paused_at, ProjectFlow.endpoint_pause_reason).where(
+            ProjectFlow.project_id == project_id
+        )
+    ).first()
+    if row is None or row.endpoint_paused_at is None:
+        return EndpointState()
+    return EndpointState(row.endpoint_paused_at, row.endpoint_pause_reason)
+
+
+def resume_endpoint(project_id: int) -> bool:
+    """Resume the project's paused endpoint and commit; return whether it was paused.
+
+    Its held attempts are released again: the project is flagged waiting and the release loop
+    woken (best effort; it also finds waiting projects by itself).
+    """
+    result = db.session.execute(
+        sa.update(ProjectFlow)
+        .where(ProjectFlow.project_id == project_id, ProjectFlow.endpoint_paused_at.is_not(None))
+        .values(endpoint_paused_at=None, endpoint_pause_reason=None, waiting=True)
+    )
+    db.session.commit()
+    if result.rowcount != 1:
+        return False
+    logger.info("project %s endpoint resumed", project_id)
+    try:
+        transport.wake(project_id)
+    except transport.TransportUnavailable as exc:
+        logger.warning("project %s resumed; the release loop will find it (%s)", project_id, exc)
+    return True

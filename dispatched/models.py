@@ -135,6 +135,11 @@ class ProjectFlow(db.Model):
     #: When a waiting project may release again (pause end, next token); None = when a slot frees.
     wake_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # Endpoint health (DESIGN.md §12, ``endpoint_health``).
+    #: The endpoint is paused since then (None: active): only probes are sent.
+    endpoint_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Why it was paused (failures since when, the last error).
+    endpoint_pause_reason: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class WorkerProcess(db.Model):
@@ -162,7 +167,11 @@ class ApiKey(db.Model):
     label: Mapped[str] = mapped_column(sa.String(120))
     prefix: Mapped[str] = mapped_column(sa.String(20))
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    #: What the key may do (DESIGN.md §5): ``jobs`` (jobs, batch, usage, reading the project)
+    #: or ``admin`` (also the project's settings). ``keys.SCOPES``.
+    scope: Mapped[str] = mapped_column(sa.String(16), default="jobs", server_default="jobs")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    #: Coarse: refreshed at most once a minute per process (``keys.LAST_USED_GRANULARITY``).
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

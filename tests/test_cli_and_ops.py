@@ -145,7 +145,7 @@ def test_openapi_document_is_public_and_lists_every_route(app, client):
         if method != "parameters"
     }
     assert routes == documented
-    assert len(routes) == 11
+    assert len(routes) == 15
 
 
 def test_admin_reconcile_hands_lost_jobs_back_to_redis(runner, client, team, redis, release_pass):

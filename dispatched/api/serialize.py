@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..clock import isoformat
-from ..models import Attempt, Job, JobStatus
+from ..flow_settings import EndpointState, FlowStatus
+from ..jobs import Outcome
+from ..models import Attempt, Job, JobStatus, Project
 
 
 def dispatched(job: Job, created: bool) -> dict[str, Any]:
@@ -18,6 +20,16 @@ def dispatched(job: Job, created: bool) -> dict[str, Any]:
         "maxRetries": job.max_retries,
         "createdAt": isoformat(job.created_at),
     }
+
+
+def outcome(outcome: Outcome) -> dict[str, Any]:
+    """One result of ``POST /api/jobs/dispatch/batch``: the job as ``dispatched`` shows it, with
+    ``deduplicated`` (an idempotent repeat), or the error that refused the item."""
+    if outcome.error is not None:
+        error = outcome.error
+        return {"error": error.code, "data": {"message": error.message, **error.data}}
+    assert outcome.job is not None
+    return {**dispatched(outcome.job, outcome.created), "deduplicated": not outcome.created}
 
 
 def job(job: Job) -> dict[str, Any]:
@@ -48,4 +60,19 @@ def attempt(attempt: Attempt) -> dict[str, Any]:
         "outcome": attempt.outcome,
         "error": attempt.error,
         "responseExcerpt": attempt.response_excerpt,
+    }
+
+
+def project(project: Project, flow: FlowStatus, endpoint: EndpointState) -> dict[str, Any]:
+    """``GET /api/project``: the settings a key may read, and what is in force now."""
+    return {
+        "projectId": project.id,
+        "name": project.name,
+        "webhookUrl": project.webhook_url,
+        "flowControl": {
+            "parallelism": flow.parallelism,
+            "ratePerSecond": flow.rate,
+            "effectiveParallelism": flow.effective,
+        },
+        "endpoint": endpoint.to_dict(),
     }
