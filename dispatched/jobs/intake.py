@@ -247,8 +247,9 @@ def _insert_counted(
     params: list[Any] = [len(rows), team_id, month]
     if quota is not None:
         params += [len(rows), quota]
+    pairs = list(zip(columns, process, strict=True))
     for row in rows:
-        params += [row[c] if f is None else f(row[c]) for c, f in zip(columns, process, strict=True)]
+        params += [row[c] if f is None else f(row[c]) for c, f in pairs]
     result = conn.exec_driver_sql(sql, tuple(params), {"preserve_rowcount": True})
     return result.rowcount == len(rows)
 
