@@ -74,6 +74,13 @@ def _rounds(specs: dict, rounds: int, seconds: float, per_request: dict[str, int
                 f"p50 {ms(res['latency']['p50'])}  p99 {ms(res['latency']['p99'])}  "
                 f"errors {res['errors'] or 0}"
             )
+    names = list(specs)
+    if len(names) == 2:  # each round's ratio: the two ran back to back, under the same noise
+        ratios = sorted(b["rps"] / a["rps"] for a, b in zip(*results.values(), strict=True))
+        log(
+            f"  per-round {names[1]}/{names[0]}: {', '.join(f'{x:.3f}' for x in ratios)}"
+            f" (median {ratios[len(ratios) // 2]:.3f})"
+        )
     out = {}
     for name, runs in results.items():
         ok = sum(r["ok"] for r in runs)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -261,7 +262,10 @@ def _counted_insert_sql(columns: tuple[str, ...], n: int, limited: bool) -> str:
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()
-    casts = [jobs_table.c[name].type.compile(dialect=dialect) for name in columns]
+    # Without a length: a cast to VARCHAR(n) would truncate silently, the column refuses.
+    casts = [
+        re.sub(r"\(\d+\)", "", jobs_table.c[name].type.compile(dialect=dialect)) for name in columns
+    ]
     row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
     names = ", ".join(columns)
     table = usage.TABLE_NAME
