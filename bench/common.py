@@ -3,11 +3,12 @@
 Everything here runs real processes (gunicorn, ``worker.py``, ``scheduler.py``) against a real
 database and Redis:
 
-- Redis: DB index 14 of ``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/14``), FLUSHDB'd
-  before each phase. No other index is touched.
-- PostgreSQL: database ``dispatched_bench`` (created if missing; its ``public`` schema is
-  dropped and rebuilt with the Alembic migrations before each phase).
-- SQLite: ``/tmp/dispatched_bench/bench.db``.
+- Redis: ``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/14``), FLUSHDB'd before each
+  phase. No other index is touched.
+- PostgreSQL: database ``BENCH_PG_DB`` (default ``dispatched_bench``; created if missing; its
+  ``public`` schema is dropped and rebuilt with the Alembic migrations before each phase).
+  Sessions sharing the machine give each run its own index and database through these two.
+- SQLite: ``bench.db`` in ``BENCH_TMP`` (default ``/tmp/dispatched_bench``, also the logs).
 
 This file is also a small CLI, so the receiver and the load generator run in processes of
 their own (never sharing a GIL with the process they measure):
@@ -44,12 +45,12 @@ VENV_BIN = Path(
     or Path(sys.executable).parent
 )
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
-TMP = Path("/tmp/dispatched_bench")
+TMP = Path(os.environ.get("BENCH_TMP", "/tmp/dispatched_bench"))
 LOGS = TMP / "logs"
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_DB = "dispatched_bench"
+PG_DB = os.environ.get("BENCH_PG_DB", "dispatched_bench")
 PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
 SQLITE_PATH = TMP / "bench.db"
 SQLITE_URL = f"sqlite:///{SQLITE_PATH}"
@@ -98,7 +99,8 @@ def redis_conn():  # type: ignore[no-untyped-def]
     from redis import Redis
 
     conn = Redis.from_url(REDIS_URL)
-    assert conn.connection_pool.connection_kwargs.get("db") == 14, "benchmarks own Redis DB 14"
+    expected = int(REDIS_URL.rstrip("/").rsplit("/", 1)[-1]) if REDIS_URL.count("/") > 2 else 0
+    assert conn.connection_pool.connection_kwargs.get("db", 0) == expected, "one Redis DB index"
     return conn
 
 
@@ -655,7 +657,9 @@ def _load(spec: dict[str, Any]) -> dict[str, Any]:
     ``due_start`` + ``due_spread`` (job i due at due_start + i*spread/count)), ``body`` (raw
     JSON object for non-dispatch POSTs), ``body_raw`` (a string sent as is), ``record`` (return
     per-request records), ``probe_url`` (with ``rate``: also POST to that URL right after each
-    request, recording its round trip), ``start_delay`` (s before the threads start; 0.2).
+    request, recording its round trip), ``start_delay`` (s before the threads start; 0.2),
+    ``batch`` (n: send ``{"jobs": [n dispatch bodies]}``, due ``batch_due_in`` s from now if
+    given, else now).
     """
     import requests
 
@@ -680,6 +684,14 @@ def _load(spec: dict[str, Any]) -> dict[str, Any]:
     stop_at = measure_from + float(duration) if duration else None
 
     def body_for(i: int) -> bytes | None:
+        if spec.get("batch"):
+            # {"jobs": [batch items]}; due ``batch_due_in`` s from now, else due now.
+            n = int(spec["batch"])
+            item: dict[str, Any] = {}
+            if "batch_due_in" in spec:
+                item["scheduleFor"] = _iso(time.time() + float(spec["batch_due_in"]))
+            jobs = [{"payload": {"i": i, "k": k}, **item} for k in range(n)]
+            return json.dumps({"jobs": jobs}).encode()
         if spec.get("dispatch"):
             payload: dict[str, Any] = {"i": i}
             body: dict[str, Any] = {"payload": payload}
@@ -730,6 +742,11 @@ def _load(spec: dict[str, Any]) -> dict[str, Any]:
                 ok = 200 <= resp.status_code < 300
                 key = None if ok else f"HTTP {resp.status_code}"
                 job = resp.json().get("jobId") if ok and spec.get("dispatch") else None
+                if ok and spec.get("batch"):
+                    # A 200 counts only when every item became a job.
+                    results = resp.json().get("results", [])
+                    if len(results) != int(spec["batch"]) or any("jobId" not in r for r in results):
+                        ok, key = False, "item error"
             except requests.RequestException as exc:
                 t1, recv_wall, ok, key, job = (
                     time.perf_counter(),

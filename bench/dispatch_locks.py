@@ -17,6 +17,7 @@ import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    PG_DB,
     PG_URL,
     create_team,
     dispatch_spec,
@@ -29,7 +30,7 @@ from bench.common import (  # noqa: E402
 
 WAITS = (
     "SELECT coalesce(wait_event_type, '-'), coalesce(wait_event, '-'), state "
-    "FROM pg_stat_activity WHERE datname = 'dispatched_bench' AND pid <> pg_backend_pid()"
+    f"FROM pg_stat_activity WHERE datname = '{PG_DB}' AND pid <> pg_backend_pid()"
 )
 
 

@@ -60,7 +60,14 @@ def create_team(name: str, plan: str | None, webhook_url: str | None, as_json: b
 @click.argument("team")
 @click.option("--project", "project_name", default="default", show_default=True)
 @click.option("--label", default="cli", show_default=True)
-def create_key(team: str, project_name: str, label: str) -> None:
+@click.option(
+    "--scope",
+    type=click.Choice(keys.SCOPES),
+    default=keys.JOBS,
+    show_default=True,
+    help="jobs: jobs, batch, usage, reading the project; admin: also the project's settings.",
+)
+def create_key(team: str, project_name: str, label: str, scope: str) -> None:
     """Create an API key for a team's project and print the token (shown once)."""
     try:
         team_row = teams.find_team(team)
@@ -71,7 +78,7 @@ def create_key(team: str, project_name: str, label: str) -> None:
     if project is None:
         click.echo(f"error: team {team!r} has no project {project_name!r}", err=True)
         sys.exit(1)
-    _, token = keys.issue_key(project, label)
+    _, token = keys.issue_key(project, label, scope)
     click.echo(token)
 
 

@@ -16,6 +16,7 @@ from flask import Response, jsonify
 ERROR_CODES: dict[str, int] = {
     "BAD_REQUEST": 400,
     "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "CONFLICT": 409,
@@ -74,6 +75,12 @@ class BadRequest(ServiceError):
 
 class UnsupportedMediaType(BadRequest):
     code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class Forbidden(ServiceError):
+    """The API key lacks the scope the route needs (``keys.SCOPES``)."""
+
+    code = "FORBIDDEN"
 
 
 class NotFound(ServiceError):

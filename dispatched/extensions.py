@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
 from flask import g
 from flask_htmx import HTMX
 from flask_limiter import Limiter
@@ -26,6 +30,20 @@ def _rate_limit_key() -> str:
 # from the object as it was committed without another SELECT.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
+
+
+@contextmanager
+def autocommit() -> Iterator[sa.Connection]:
+    """A pooled connection apart from the session, in autocommit mode.
+
+    Each statement is its own transaction, committed by the server in the same round trip: no
+    BEGIN or COMMIT round trips, and the row locks a statement takes are released when it ends,
+    never held while this process waits for the GIL (the ingest path, ``jobs.intake``).
+    """
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        yield conn
+
+
 limiter = Limiter(
     key_func=_rate_limit_key,
     headers_enabled=True,

@@ -1,7 +1,10 @@
-"""A project's flow-control settings (DESIGN.md §9): change them, and show what is in force.
+"""A project's flow-control settings (DESIGN.md §9): change them, and show what is in force;
+and its endpoint's state (DESIGN.md §12): active or paused, and resuming it.
 
 ``flow`` holds the rules (``validate``, ``settings_of``, ``effective``); this module applies them
-to a stored project for the dashboard, the admin CLI and the API.
+to a stored project for the dashboard, the admin CLI and the API. The endpoint's pause lives in
+``project_flow`` (``endpoint_paused_at``, ``endpoint_pause_reason``); ``endpoint_health`` decides
+when to pause, this module shows it and lifts it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from . import clock, endpoint_health, flow, plans
+from . import clock, endpoint_health, flow, plans, transport
 from .errors import BadRequest
 from .extensions import db
 from .models import Project, ProjectFlow
@@ -118,7 +121,18 @@ def resume_endpoint(project_id: int) -> bool:
     """Resume the project's paused endpoint (DESIGN.md §12) and commit: its held attempts are
     released again, parallelism starting at 1 and doubling per success up to the setting.
     Returns whether it was paused (False: nothing changed)."""
-    return endpoint_health.resume(project_id)
+    if not endpoint_health.resume(project_id):
+        return False
+    try:
+        transport.wake(project_id)  # release its held attempts now, not at the next pass
+    except transport.TransportUnavailable as exc:
+        logger.warning("project %s resumed; the release loop will find it (%s)", project_id, exc)
+    return True
+
+
+#: What the API and the dashboard show about a project's endpoint.
+EndpointState = endpoint_health.EndpointState
+endpoint_state = endpoint_health.state
 
 
 def set_from_form(project: Project, parallelism: str, rate: str) -> FlowStatus:

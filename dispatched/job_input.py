@@ -13,12 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import clock, webhooks
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, PayloadTooLarge, ServiceError
 from .models import JobStatus
 from .plans import Plan
 
 MAX_IDEMPOTENCY_KEY = 255
 MAX_LIST_LIMIT = 100
+#: A batch dispatch holds 1 to this many jobs, in a body of at most BATCH_MAX_BYTES.
+MAX_BATCH = 100
+BATCH_MAX_BYTES = 1024 * 1024
 
 
 #: The callback fields of a dispatch body (DESIGN.md §11) and what messages call them.
@@ -145,15 +148,19 @@ def parse_cursor(value: str | None) -> str | None:
     return value
 
 
-def parse_idempotency_key(value: str | None) -> str | None:
+def parse_idempotency_key(value: object, name: str = "Idempotency-Key") -> str | None:
+    """Return the key (None when absent): 1-255 printable ASCII characters."""
     if value is None:
         return None
+    field = {} if name == "Idempotency-Key" else {"field": name}
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, got {value!r}", **field)
     if not value or len(value) > MAX_IDEMPOTENCY_KEY:
         raise BadRequest(
-            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters, got {len(value)}"
+            f"{name} must be 1-{MAX_IDEMPOTENCY_KEY} characters, got {len(value)}", **field
         )
     if not value.isprintable() or not value.isascii():
-        raise BadRequest("Idempotency-Key must be printable ASCII")
+        raise BadRequest(f"{name} must be printable ASCII", **field)
     return value
 
 
@@ -179,6 +186,44 @@ def parse_dispatch(
         callback=callback,
         failure_callback=failure_callback,
     )
+
+
+def parse_batch(
+    body: dict[str, Any], plan: Plan, now: datetime, max_days: int
+) -> list[DispatchInput | ServiceError]:
+    """Validate a ``POST /api/jobs/dispatch/batch`` body ``{"jobs": [...]}``.
+
+    Each item is a dispatch body with an optional ``idempotencyKey``, validated on its own: an
+    invalid item becomes the error that refuses it, in its place.
+
+    Raises:
+        BadRequest: the request itself is invalid (no ``jobs`` array of 1-100 items); nothing
+            of it is created.
+    """
+    if "jobs" not in body:
+        raise BadRequest(
+            f"jobs is required: an array of 1-{MAX_BATCH} dispatch bodies", field="jobs"
+        )
+    items = body["jobs"]
+    if not isinstance(items, list):
+        raise BadRequest(f"jobs must be an array, got {type(items).__name__}", field="jobs")
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise BadRequest(f"jobs must hold 1-{MAX_BATCH} items, got {len(items)}", field="jobs")
+    parsed: list[DispatchInput | ServiceError] = []
+    for item in items:
+        try:
+            parsed.append(parse_batch_item(item, plan, now, max_days))
+        except (BadRequest, PayloadTooLarge) as exc:
+            parsed.append(exc)
+    return parsed
+
+
+def parse_batch_item(item: Any, plan: Plan, now: datetime, max_days: int) -> DispatchInput:
+    """Validate one item of a batch: a dispatch body plus an optional ``idempotencyKey``."""
+    if not isinstance(item, dict):
+        raise BadRequest(f"each job must be a JSON object, got {type(item).__name__}")
+    key = parse_idempotency_key(item.get("idempotencyKey"), "idempotencyKey")
+    return parse_dispatch(item, plan, key, now, max_days)
 
 
 def parse_reschedule(body: dict[str, Any], now: datetime, max_days: int) -> datetime:

@@ -7,7 +7,8 @@ Recording is best effort: a metrics write never fails a delivery or a request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from redis.exceptions import RedisError
@@ -37,6 +38,17 @@ def count_jobs(events: dict[str, int]) -> None:
     """Count several job events (event → how many) in one Redis round trip."""
     if events:
         _hincr({f"jobs_total|{event}": n for event, n in events.items()})
+
+
+def job_counter(event: str, n: int) -> Callable[[Any], None]:
+    """Return a function that adds ``n`` job events to a Redis pipeline (so they travel with
+    other commands, e.g. the ingest hand-off: ``transport.admit(..., also=...)``)."""
+
+    def add(pipe: Any) -> None:
+        if n:
+            pipe.hincrby(KEY, f"jobs_total|{event}", n)
+
+    return add
 
 
 def observe_attempts(attempts: Iterable[tuple[str, float | None, float | None]]) -> None:

@@ -174,7 +174,11 @@ class ApiKey(db.Model):
     label: Mapped[str] = mapped_column(sa.String(120))
     prefix: Mapped[str] = mapped_column(sa.String(20))
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    #: What the key may do (DESIGN.md §5): ``jobs`` (jobs, batch, usage, reading the project)
+    #: or ``admin`` (also the project's settings). ``keys.SCOPES``.
+    scope: Mapped[str] = mapped_column(sa.String(16), default="jobs", server_default="jobs")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    #: Coarse: refreshed at most once a minute per process (``keys.LAST_USED_GRANULARITY``).
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

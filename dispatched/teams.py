@@ -95,6 +95,7 @@ def set_plan(team: Team, plan: str) -> None:
         raise BadRequest(f"unknown plan {plan!r}; choose one of {', '.join(plans.names())}")
     team.plan = plan
     db.session.commit()
+    keys.invalidate_cache()  # cached API-key principals carry the team's plan
 
 
 def create_user(email: str, password: str, team: Team) -> User:

@@ -15,10 +15,11 @@ reconciler when it does.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import ModuleType
+from typing import Any
 
 from flask import current_app
 
@@ -88,6 +89,20 @@ def send_callbacks(callback_ids: list[str]) -> None:
 def wake(project_id: int) -> None:
     """Tell the release loop the project has an attempt due now."""
     backend().wake(project_id)
+
+
+def admit(
+    wake: Collection[int],
+    timed: Sequence[tuple[AttemptRef, datetime]],
+    also: Callable[[Any], None] | None = None,
+) -> None:
+    """Hand newly accepted attempts over in one round trip: wake the release loop for the
+    projects in ``wake`` (attempts due now), and register each timed attempt for its time.
+
+    ``also`` may add commands of its own to the same pipeline (the metrics counters).
+    """
+    if wake or timed or also:
+        backend().admit(wake, timed, also)
 
 
 def schedule_at(job_id: str, attempt: int, when: datetime, timeout: int) -> None:

@@ -24,7 +24,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 from flask import current_app
 from redis import Redis
@@ -167,6 +169,29 @@ def send_callbacks(callback_ids: list[str]) -> None:
 def wake(project_id: int) -> None:
     try:
         connection().lpush(WAKE_KEY, project_id)
+    except RedisError as exc:
+        raise _unavailable(exc) from exc
+
+
+def admit(
+    wake: Collection[int],
+    timed: Sequence[tuple[AttemptRef, datetime]],
+    also: Callable[[Any], None] | None = None,
+) -> None:
+    """One pipeline: push the woken project ids, add the timed attempts to the sorted set at
+    their exact times, then whatever ``also`` adds."""
+    try:
+        pipe = connection().pipeline(transaction=False)
+        if wake:
+            pipe.lpush(WAKE_KEY, *wake)
+        if timed:
+            pipe.zadd(
+                SCHEDULED_KEY,
+                {rq_job_id(job_id, attempt): when.timestamp() for (job_id, attempt), when in timed},
+            )
+        if also is not None:
+            also(pipe)
+        pipe.execute()
     except RedisError as exc:
         raise _unavailable(exc) from exc
 

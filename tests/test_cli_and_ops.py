@@ -148,7 +148,7 @@ def test_openapi_document_is_public_and_lists_every_route(app, client):
         if method != "parameters"
     }
     assert routes == documented
-    assert len(routes) == 22  # 11 job, usage and ops routes; 11 schedule routes
+    assert len(routes) == 26  # 15 job, project, usage and ops routes; 11 schedule routes
 
 
 def test_admin_reconcile_hands_lost_jobs_back_to_redis(runner, client, team, redis, release_pass):

@@ -15,7 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from dispatched import keys
 from dispatched.api.openapi import PATHS
+from dispatched.extensions import db
+from dispatched.models import Project
 
 CASES = [
     (mode, method.upper(), path)
@@ -34,6 +37,10 @@ CASES = [
 @pytest.mark.parametrize(("mode", "method", "path"), CASES)
 def test_api_conforms_to_its_openapi_document(app, client, make_team, method, path, mode):
     team = make_team("unlimited")
+    # An admin-scope key, so the project's settings are fuzzed too (a jobs key gets 403 there,
+    # tested in test_project_api.py).
+    with app.app_context():
+        _, team.token = keys.issue_key(db.session.get(Project, team.project_id), "fuzz", keys.ADMIN)
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     for body in [{"payload": {}}, {"payload": {"a": 1}, "scheduleFor": later}]:
         assert client.post("/api/jobs/dispatch", json=body, headers=team.headers).status_code == 201

@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from . import auth, jobs, openapi, schedules, usage  # noqa: E402,F401  (routes register on import)
+from . import auth, jobs, openapi, project, schedules, usage  # noqa: E402,F401  (routes register)

@@ -1,12 +1,20 @@
-"""API-key authentication and the per-team rate limit of every authenticated route."""
+"""API-key authentication, key scopes, and the per-team rate limit of every authenticated
+route."""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import g, request
 
 from .. import keys, plans
+from ..errors import Forbidden
 from ..extensions import limiter
 from . import bp
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Endpoints readable without a key (the API description itself).
 PUBLIC_ENDPOINTS = {"api.openapi"}
@@ -35,3 +43,23 @@ def _plan_rate_limit() -> str:
 
 #: One budget per team across all its keys and routes (key function: the team id on ``g``).
 team_rate_limit = limiter.shared_limit(_plan_rate_limit, scope="api")
+
+
+def require_scope(scope: str) -> Callable[[F], F]:
+    """Refuse a key without ``scope`` with 403 FORBIDDEN, before the body is read (so a bad
+    body from such a key is a 403, not a 400)."""
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if not g.principal.allows(scope):
+                raise Forbidden(
+                    f"this route needs an API key with the {scope!r} scope; this key has "
+                    f"{g.principal.scope!r}",
+                    requiredScope=scope,
+                )
+            return view(*args, **kwargs)
+
+        return checked  # type: ignore[return-value]
+
+    return decorator

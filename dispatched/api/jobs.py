@@ -14,13 +14,17 @@ from .auth import team_rate_limit
 JSON_TYPES = ("application/json",)
 
 
-def json_object_body() -> dict[str, Any]:
-    """Return the request body as a JSON object, or raise 400/415."""
+def json_object_body(max_bytes: int | None = None) -> dict[str, Any]:
+    """Return the request body as a JSON object, or raise 400/415 (413 over ``max_bytes`` or
+    the app's MAX_CONTENT_LENGTH)."""
     mimetype = request.mimetype
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, got {request.content_type or 'none'!r}"
         )
+    if max_bytes is not None:
+        limit = request.max_content_length
+        request.max_content_length = max_bytes if limit is None else min(limit, max_bytes)
     return job_input.require_object(job_input.parse_json_body(request.get_data(cache=False)))
 
 
@@ -37,6 +41,16 @@ def dispatch() -> tuple[dict[str, Any], int]:
     )
     job, created = jobs.create(g.principal, data)
     return serialize.dispatched(job, created), 201 if created else 200
+
+
+@bp.post("/jobs/dispatch/batch")
+@team_rate_limit
+def dispatch_batch() -> dict[str, Any]:
+    body = json_object_body(job_input.BATCH_MAX_BYTES)
+    items = job_input.parse_batch(
+        body, plans.get(g.principal.plan), clock.utcnow(), current_app.config["MAX_SCHEDULE_DAYS"]
+    )
+    return {"results": [serialize.outcome(o) for o in jobs.create_many(g.principal, items)]}
 
 
 @bp.get("/jobs")

@@ -75,6 +75,128 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "BatchItem": {
+        "type": "object",
+        "required": ["payload"],
+        "not": {"required": ["scheduleFor", "scheduledFor"]},
+        "description": "A dispatch body, with an optional idempotency key of its own.",
+        "properties": {
+            "payload": {"type": "object", "description": "Any JSON object, sent to your webhook."},
+            "scheduleFor": {**NULLABLE_TIMESTAMP, "description": "As in dispatchJob."},
+            "scheduledFor": {**NULLABLE_TIMESTAMP, "description": "Alias of scheduleFor."},
+            "maxRetries": {"type": "integer", "minimum": 0, "description": "As in dispatchJob."},
+            "idempotencyKey": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "description": "A key seen within 24 h (before, or earlier in this batch) "
+                "returns the original job, as it is now, with deduplicated: true.",
+            },
+        },
+    },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {
+            "jobs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 100,
+                "description": "Items are BatchItem objects. Any other value is accepted too "
+                "and refused in its own result (an invalid item never sinks the others).",
+                "items": {"anyOf": [{"$ref": "#/components/schemas/BatchItem"}, {}]},
+            }
+        },
+    },
+    "BatchJob": {
+        "type": "object",
+        "required": ["jobId", "status", "scheduledFor", "maxRetries", "createdAt", "deduplicated"],
+        "properties": {
+            "jobId": {"type": "string", "pattern": "^job_[A-Za-z0-9]+$"},
+            "status": {"type": "string", "enum": list(JobStatus.ALL)},
+            "scheduledFor": TIMESTAMP,
+            "maxRetries": {"type": "integer", "minimum": 0},
+            "createdAt": TIMESTAMP,
+            "deduplicated": {
+                "type": "boolean",
+                "description": "true: the item's idempotencyKey was seen; this is the original.",
+            },
+        },
+    },
+    "BatchResponse": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "description": "One per item, in order: its job, or the error that refused it "
+                "(BAD_REQUEST, PAYLOAD_TOO_LARGE, LIMIT_REACHED).",
+                "items": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/BatchJob"},
+                        {"$ref": "#/components/schemas/Error"},
+                    ]
+                },
+            }
+        },
+    },
+    "Project": {
+        "type": "object",
+        "required": ["projectId", "name", "webhookUrl", "flowControl", "endpoint"],
+        "properties": {
+            "projectId": {"type": "integer"},
+            "name": {"type": "string"},
+            "webhookUrl": {"type": ["string", "null"]},
+            "flowControl": {
+                "type": "object",
+                "required": ["parallelism", "ratePerSecond", "effectiveParallelism"],
+                "properties": {
+                    "parallelism": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Most attempts in flight (the plan's cap unless set lower).",
+                    },
+                    "ratePerSecond": {"type": ["number", "null"], "description": "null = none"},
+                    "effectiveParallelism": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "In force now: lower while 429/503 answers hold it back.",
+                    },
+                },
+            },
+            "endpoint": {
+                "type": "object",
+                "required": ["state", "reason", "since"],
+                "properties": {
+                    "state": {"type": "string", "enum": ["active", "paused"]},
+                    "reason": {"type": ["string", "null"]},
+                    "since": NULLABLE_TIMESTAMP,
+                },
+            },
+        },
+    },
+    "ProjectPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "A JSON merge patch: fields left out stay as they are, null resets.",
+        "properties": {
+            "webhookUrl": {
+                "type": ["string", "null"],
+                "maxLength": 2048,
+                "description": "http(s) URL (the SSRF rules apply); null clears it.",
+            },
+            "flowControl": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "description": "Merged; a null field (or a null flowControl) goes back to the "
+                "plan's default. Above the plan's cap = 400.",
+                "properties": {
+                    "parallelism": {"type": ["integer", "null"], "minimum": 1},
+                    "ratePerSecond": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                },
+            },
+        },
+    },
     "DispatchResponse": {
         "type": "object",
         "required": ["jobId", "status", "scheduledFor", "maxRetries", "createdAt"],
@@ -396,6 +518,56 @@ PATHS: dict[str, Any] = {
                 "415": _error("Content-Type is not application/json."),
                 **COMMON_ERRORS,
                 "429": _error("RATE_LIMITED, or LIMIT_REACHED when the monthly quota is used."),
+            },
+        }
+    },
+    "/api/jobs/dispatch/batch": {
+        "post": {
+            "operationId": "dispatchBatch",
+            "summary": "Create up to 100 jobs in one request; each item succeeds or fails alone.",
+            "description": "Items are created in order until the monthly quota is spent (later "
+            "ones get LIMIT_REACHED); an invalid item never sinks the others. The request counts "
+            "once toward the rate limit, each created job once toward the quota. The "
+            "Idempotency-Key header does not apply: give items an idempotencyKey.",
+            "requestBody": _body("BatchRequest"),
+            "responses": {
+                "200": _ok("One result per item, in order.", "BatchResponse"),
+                "400": _error("No jobs array of 1-100 items, or not a JSON object."),
+                "413": _error("The request body is over 1 MiB."),
+                "415": _error("Content-Type is not application/json."),
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/project": {
+        "get": {
+            "operationId": "getProject",
+            "summary": "The key's project: webhook URL, flow control, endpoint state.",
+            "responses": {"200": _ok("The project.", "Project"), **COMMON_ERRORS},
+        },
+        "patch": {
+            "operationId": "updateProject",
+            "summary": "Change the webhook URL and flow control (an admin-scope key).",
+            "requestBody": _body("ProjectPatch"),
+            "responses": {
+                "200": _ok("The project, changed.", "Project"),
+                "400": _error("Unknown or read-only field, bad URL, value out of range."),
+                "403": _error("FORBIDDEN: the key does not have the admin scope."),
+                "415": _error("Content-Type is not application/json."),
+                **COMMON_ERRORS,
+            },
+        },
+    },
+    "/api/project/resume": {
+        "post": {
+            "operationId": "resumeProject",
+            "summary": "Resume the project's paused endpoint (an admin-scope key).",
+            "description": "Held attempts are released again, starting at parallelism 1. "
+            "Resuming an active endpoint changes nothing.",
+            "responses": {
+                "200": _ok("The project.", "Project"),
+                "403": _error("FORBIDDEN: the key does not have the admin scope."),
+                **COMMON_ERRORS,
             },
         }
     },
@@ -758,7 +930,8 @@ def document() -> dict[str, Any]:
                 "apiKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "An API key (disp_k1_…); it selects the project.",
+                    "description": "An API key (disp_k1_…); it selects the project. Keys "
+                    "have a scope: jobs (the default) or admin (also the project's settings).",
                 }
             },
         },

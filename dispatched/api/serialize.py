@@ -6,7 +6,9 @@ from typing import Any
 
 from .. import cron
 from ..clock import isoformat
-from ..models import Attempt, Job, JobStatus, Schedule, ScheduleFire
+from ..flow_settings import EndpointState, FlowStatus
+from ..jobs import Outcome
+from ..models import Attempt, Job, JobStatus, Project, Schedule, ScheduleFire
 
 
 def dispatched(job: Job, created: bool) -> dict[str, Any]:
@@ -19,6 +21,16 @@ def dispatched(job: Job, created: bool) -> dict[str, Any]:
         "maxRetries": job.max_retries,
         "createdAt": isoformat(job.created_at),
     }
+
+
+def outcome(outcome: Outcome) -> dict[str, Any]:
+    """One result of ``POST /api/jobs/dispatch/batch``: the job as ``dispatched`` shows it, with
+    ``deduplicated`` (an idempotent repeat), or the error that refused the item."""
+    if outcome.error is not None:
+        error = outcome.error
+        return {"error": error.code, "data": {"message": error.message, **error.data}}
+    assert outcome.job is not None
+    return {**dispatched(outcome.job, outcome.created), "deduplicated": not outcome.created}
 
 
 def job(job: Job) -> dict[str, Any]:
@@ -92,4 +104,19 @@ def schedule_fire(fire: ScheduleFire) -> dict[str, Any]:
         "reason": fire.reason,
         "dst": fire.dst,
         "recordedAt": isoformat(fire.recorded_at),
+    }
+
+
+def project(project: Project, flow: FlowStatus, endpoint: EndpointState) -> dict[str, Any]:
+    """``GET /api/project``: the settings a key may read, and what is in force now."""
+    return {
+        "projectId": project.id,
+        "name": project.name,
+        "webhookUrl": project.webhook_url,
+        "flowControl": {
+            "parallelism": flow.parallelism,
+            "ratePerSecond": flow.rate,
+            "effectiveParallelism": flow.effective,
+        },
+        "endpoint": endpoint.to_dict(),
     }

@@ -6,6 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
+from ..keys import JOBS, SCOPE_DESCRIPTIONS, SCOPES
 from ..teams import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
 #: A new password: the service checks the same bounds (``teams.check_new_password``).
@@ -39,6 +40,11 @@ class PasswordForm(FlaskForm):
 
 class KeyForm(FlaskForm):
     label = StringField("Label", validators=[DataRequired(), Length(max=120)])
+    scope = SelectField(
+        "Scope",
+        choices=[(scope, f"{scope}: {SCOPE_DESCRIPTIONS[scope]}") for scope in SCOPES],
+        default=JOBS,
+    )
 
 
 class ProjectForm(FlaskForm):

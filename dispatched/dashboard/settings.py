@@ -40,9 +40,13 @@ def create_key(project_id: int) -> Any:
     form = KeyForm()
     new_token = None
     if form.validate_on_submit():
-        _, new_token = keys.issue_key(project, form.label.data)
+        _, new_token = keys.issue_key(project, form.label.data, form.scope.data)
     else:
-        flash("Give the key a label (up to 120 characters).", "error")
+        flash(
+            "Give the key a label (up to 120 characters) and a scope "
+            f"({' or '.join(keys.SCOPES)}).",
+            "error",
+        )
     status = 201 if new_token else 400
     return render_template(
         "dashboard/keys.html",

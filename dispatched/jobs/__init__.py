@@ -2,7 +2,7 @@
 
 - ``transitions``: the table of allowed status changes and the one compare-and-set helper;
 - ``queries``: reading jobs, pages and attempt logs;
-- ``intake``: accepting a job (quota, idempotency, insert, hand-off);
+- ``intake``: accepting jobs, one or a batch (idempotency, quota, insert, hand-off);
 - ``actions``: what users do (cancel, reschedule, replay);
 - ``handoff``: handing attempts to the transport, and the release loop's decision;
 - ``release``: releasing due attempts under each project's flow control;
@@ -24,7 +24,7 @@ from .attempts import (
     conclude_and_continue,
 )
 from .handoff import clear_handoff_flag, mark_dispatched, on_tick, rehand
-from .intake import create
+from .intake import Outcome, create, create_many
 from .queries import attempts_of, get, list_jobs
 from .recovery import fail_over_lost, hand_back_dispatched
 from .release import release
@@ -36,6 +36,7 @@ __all__ = [
     "Delivery",
     "Finished",
     "InvalidTransition",
+    "Outcome",
     "attempts_of",
     "cancel",
     "claim",
@@ -43,6 +44,7 @@ __all__ = [
     "conclude",
     "conclude_and_continue",
     "create",
+    "create_many",
     "fail_over_lost",
     "get",
     "hand_back_dispatched",
