@@ -137,8 +137,8 @@ class Config:
     )
     SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
     #: PostgreSQL connections each process keeps open (per gunicorn worker, worker process,
-    #: scheduler; at least the web's threads, or each request beyond it
-    #: opens and closes a connection), and how many more it may open under load (docs/operations.md, "Sizing").
+    #: scheduler; at least the web's threads, or each request beyond them opens and closes a
+    #: connection), and how many more it may open under load (docs/operations.md, "Sizing").
     DATABASE_POOL_SIZE = as_int(os.environ.get("DATABASE_POOL_SIZE"), 10)
     DATABASE_MAX_OVERFLOW = as_int(os.environ.get("DATABASE_MAX_OVERFLOW"), 10)
     #: Off behind PgBouncer in transaction pooling mode (psycopg's server-side prepared

@@ -103,7 +103,7 @@ def consume_up_to(team_id: int, plan: Plan, count: int, now: datetime | None = N
         stmt = stmt.where(_table.c.jobs + count <= quota)
     if db.session.execute(stmt).rowcount == 1:
         return count
-    _ensure_row(team_id, month)
+    ensure_row(db.session, team_id, month)
     # The row lock (PostgreSQL; SQLite holds its write lock since the insert) makes the
     # read-then-write below safe against concurrent dispatches of the team.
     used = db.session.execute(sa.select(_table.c.jobs).where(room).with_for_update()).scalar_one()
