@@ -389,7 +389,15 @@ def test_two_of_everything_survive_kills_and_a_database_restart(private_db, redi
         if status == "COMPLETED":  # delivered once, apart from attempts lost or cut
             assert outcomes[-1] == "success" and outcomes.count("success") == 1, outcomes
         if kind_of[job_id] == "flaky":
-            assert answered == ["http_error", "success"], outcomes
+            # The receiver fails a job's first request: a lost or cut attempt may have been
+            # that request (answered 500 after the worker died), so its retry succeeds.
+            cut_first = outcomes[0] in maybe_unseen
+            allowed = (
+                (["http_error", "success"], ["success"])
+                if cut_first
+                else (["http_error", "success"],)
+            )
+            assert answered in allowed, outcomes
         if kind_of[job_id] == "fail":
             assert len(outcomes) == 2 and set(answered) <= {"http_error"}, outcomes
         if kind_of[job_id] == "later":  # never early
