@@ -20,3 +20,14 @@ def random_base62(length: int) -> str:
 def new_id(prefix: str, length: int = 22) -> str:
     """Return a prefixed random id such as ``job_3fZ...`` (22 chars ≈ 131 bits)."""
     return f"{prefix}_{random_base62(length)}"
+
+
+def looks_like(value: str, prefix: str) -> bool:
+    """Whether ``value`` could be an id made by ``new_id(prefix)`` (cheap check before a
+    lookup: odd input is a 404 or a 400, never a query)."""
+    return (
+        value.startswith(prefix + "_")
+        and len(value) <= 40
+        and value[len(prefix) + 1 :].isalnum()
+        and value.isascii()
+    )

@@ -17,24 +17,22 @@ seconds late was missed while no scheduler ran: ``catchUp: none`` records it as 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from . import clock, cron, job_input, jobs, metrics, plans, transport
+from . import clock, cron, job_input, jobs, metrics, paging, plans, transport
 from .errors import BadRequest, Conflict, NotFound
 from .extensions import db
-from .ids import new_id
+from .ids import looks_like, new_id
 from .jobs.handoff import schedule as schedule_attempt
 from .jobs.intake import add_fired
 from .models import Job, JobStatus, Project, Schedule, ScheduleFire, Team, UTCDateTime
@@ -171,12 +169,7 @@ def parse_from(value: str | None) -> datetime:
 
 
 def looks_like_id(schedule_id: str) -> bool:
-    return (
-        schedule_id.startswith("sch_")
-        and len(schedule_id) <= 40
-        and schedule_id[4:].isalnum()
-        and schedule_id.isascii()
-    )
+    return looks_like(schedule_id, "sch")
 
 
 def get(project_id: int, schedule_id: str, lock: bool = False) -> Schedule:
@@ -199,35 +192,7 @@ def list_schedules(
     query = sa.select(Schedule).where(
         Schedule.project_id == project_id, Schedule.deleted_at.is_(None)
     )
-    if cursor:
-        created_at, last_id = _decode_cursor(cursor)
-        query = query.where(
-            sa.or_(
-                Schedule.created_at < created_at,
-                sa.and_(Schedule.created_at == created_at, Schedule.id < last_id),
-            )
-        )
-    query = query.order_by(Schedule.created_at.desc(), Schedule.id.desc()).limit(limit + 1)
-    rows = list(db.session.execute(query).scalars())
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
-
-
-def _encode_cursor(schedule: Schedule) -> str:
-    raw = f"{schedule.created_at.timestamp():.6f}|{schedule.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, schedule_id = raw.split("|", 1)
-        created_at = datetime.fromtimestamp(float(stamp), tz=UTC)
-    except (ValueError, binascii.Error, UnicodeError, OverflowError, OSError):
-        raise BadRequest(f"cursor {cursor[:80]!r} is not a cursor from this API") from None
-    if not looks_like_id(schedule_id):
-        raise BadRequest(f"cursor {cursor[:80]!r} is not a cursor from this API")
-    return created_at, schedule_id
+    return paging.newest_first(query, Schedule, cursor, limit, looks_like_id)
 
 
 def jobs_of(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
 
-from ..errors import BadRequest, NotFound
+from .. import paging
+from ..errors import NotFound
 from ..extensions import db
+from ..ids import looks_like
 from ..models import Attempt, Job
 
 
@@ -22,12 +20,7 @@ def get(project_id: int, job_id: str) -> Job:
 
 
 def looks_like_job_id(job_id: str) -> bool:
-    return (
-        job_id.startswith("job_")
-        and len(job_id) <= 40
-        and job_id[4:].isalnum()
-        and job_id.isascii()
-    )
+    return looks_like(job_id, "job")
 
 
 def list_jobs(
@@ -50,35 +43,7 @@ def list_jobs(
         query = query.where(Job.status == status)
     if search:
         query = query.where(Job.id.startswith(search[:40], autoescape=True))
-    if cursor:
-        created_at, last_id = decode_cursor(cursor)
-        query = query.where(
-            sa.or_(
-                Job.created_at < created_at, sa.and_(Job.created_at == created_at, Job.id < last_id)
-            )
-        )
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    rows = list(db.session.execute(query).scalars())
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
-
-
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.timestamp():.6f}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Return the (created_at, id) position a cursor points after, or raise BadRequest."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, job_id = raw.split("|", 1)
-        created_at = datetime.fromtimestamp(float(stamp), tz=UTC)
-    except (ValueError, binascii.Error, UnicodeError, OverflowError, OSError):
-        raise BadRequest(f"cursor {cursor[:80]!r} is not a cursor from this API") from None
-    if not looks_like_job_id(job_id):
-        raise BadRequest(f"cursor {cursor[:80]!r} is not a cursor from this API")
-    return created_at, job_id
+    return paging.newest_first(query, Job, cursor, limit, looks_like_job_id)
 
 
 def attempts_of(project_id: int, job_id: str) -> list[Attempt]:
