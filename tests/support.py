@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import requests
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -115,6 +117,22 @@ class Receiver:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def dispatch_over_http(live_server: str, team: Any, n: int = 1, **body: Any) -> list[str]:
+    """Dispatch ``n`` jobs (payload ``{"n": i}`` plus ``body``) through the real API; their ids."""
+    ids = []
+    with requests.Session() as http:
+        for i in range(n):
+            r = http.post(
+                f"{live_server}/api/jobs/dispatch",
+                json={"payload": {"n": i}, **body},
+                headers=team.headers,
+                timeout=10,
+            )
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["jobId"])
+    return ids
 
 
 def wait_for(

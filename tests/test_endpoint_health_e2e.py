@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from dispatched import flow_settings
 from dispatched.extensions import db
 from dispatched.models import Job, Project, ProjectFlow
+from tests.support import dispatch_over_http as dispatch
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
@@ -44,21 +45,6 @@ class Endpoint:
         if not fixed:
             return 500, {}, b"down", 0.0
         return 200, {}, b"ok", self.delay
-
-
-def dispatch(live_server, team, n, **body):
-    ids = []
-    with requests.Session() as http:
-        for i in range(n):
-            r = http.post(
-                f"{live_server}/api/jobs/dispatch",
-                json={"payload": {"n": i}, **body},
-                headers=team.headers,
-                timeout=10,
-            )
-            assert r.status_code == 201, r.text
-            ids.append(r.json()["jobId"])
-    return ids
 
 
 def flow_row(app, project_id):

@@ -8,29 +8,14 @@ import signal
 import time
 
 import pytest
-import requests
 import sqlalchemy as sa
 
 from dispatched.extensions import db
 from dispatched.models import Attempt, Job, Project, ProjectFlow
 from tests.support import answer, wait_for
+from tests.support import dispatch_over_http as dispatch
 
 pytestmark = pytest.mark.slow
-
-
-def dispatch(live_server, team, n=1, **body):
-    ids = []
-    with requests.Session() as http:
-        for i in range(n):
-            r = http.post(
-                f"{live_server}/api/jobs/dispatch",
-                json={"payload": {"n": i}, **body},
-                headers=team.headers,
-                timeout=10,
-            )
-            assert r.status_code == 201, r.text
-            ids.append(r.json()["jobId"])
-    return ids
 
 
 def statuses(app, ids):
