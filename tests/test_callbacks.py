@@ -27,6 +27,16 @@ def dispatch(client, team, **fields):
     )
 
 
+def next_callback_attempt(app, job_id):
+    """When the job's (single) callback is due again; None once it is delivered or failed."""
+    with app.app_context():
+        [due] = db.session.execute(
+            sa.select(Callback.next_attempt_at).where(Callback.job_id == job_id)
+        ).scalars()
+        db.session.rollback()
+        return due
+
+
 def get_job(client, team, job_id):
     return client.get(f"/api/jobs/{job_id}", headers=team.headers).json
 
@@ -256,7 +266,7 @@ def test_failed_job_calls_its_failure_callback(
 
 
 def test_a_failing_callback_is_retried_3_times_then_failed_by_the_reconciler_passes(
-    app, client, make_team, receiver, redis, release_pass
+    app, client, make_team, receiver, redis, release_pass, monkeypatch
 ):
     import time
 
@@ -270,15 +280,27 @@ def test_a_failing_callback_is_retried_3_times_then_failed_by_the_reconciler_pas
     [row] = callback_rows(app, job_id)
     assert row["state"] == "pending" and row["attempts"] == 1 and row["last_error"] == "HTTP 500"
 
-    for expected in (2, 3, 4):
+    for expected, delay in ((2, 1.0), (3, 2.0), (4, 2.0)):
+        # The retry waits 1 s, then 2 s and 4 s capped at RETRY_MAX_DELAY = 2 s, counted from
+        # the failed attempt: pin the clock just before the due time (the machine may be slow,
+        # so real time cannot be trusted to still be before it), then let real time pass it.
+        due = next_callback_attempt(app, job_id)
+        assert due is not None
+        attempted_at = due - timedelta(seconds=delay)
+        assert abs((attempted_at - datetime.now(UTC)).total_seconds()) < 30
         with app.app_context():
-            # Not due yet (1 s, then 2 s and 4 s, capped at RETRY_MAX_DELAY = 2 s).
-            assert callbacks.hand_over_due()["callbacks_handed"] == 0
-            time.sleep(1.1 if expected == 2 else 2.1)
+            early = due - timedelta(milliseconds=50)
+            with monkeypatch.context() as pinned:
+                pinned.setattr(callbacks.clock, "utcnow", lambda early=early: early)
+                assert callbacks.hand_over_due()["callbacks_handed"] == 0
+            time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.05)
             report = reconciler.reconcile()
             assert report["callbacks_handed"] == 1, report
         deliver_released(app, redis)
         assert len(receiver.received("/down")) == expected
+        if expected < 4:
+            # The next wait is measured from this attempt, not from the first one.
+            assert next_callback_attempt(app, job_id) >= due + timedelta(seconds=1)
     time.sleep(2.1)
     with app.app_context():
         assert reconciler.reconcile()["callbacks_handed"] == 0  # 1 + 3 retries, then no more
