@@ -142,11 +142,19 @@ def render() -> str:
         ]
         lines += [f'dispatched_queue_depth{{place="{k}"}} {v}' for k, v in depth.items()]
     lines += [
-        "# HELP dispatched_worker_in_flight Deliveries in flight per live worker process.",
+        "# HELP dispatched_worker_in_flight Attempts held per live worker process: being sent,"
+        " or claimed and next in line for a thread.",
         "# TYPE dispatched_worker_in_flight gauge",
     ]
-    for worker_id, in_flight, capacity in workers.load():
+    live = workers.load()
+    for worker_id, in_flight, _ in live:
         lines.append(f'dispatched_worker_in_flight{{worker="{worker_id}"}} {in_flight}')
+    lines += [
+        "# HELP dispatched_worker_capacity Attempts a live worker process holds at most:"
+        " DELIVERY_CONCURRENCY threads + the ones next in line.",
+        "# TYPE dispatched_worker_capacity gauge",
+    ]
+    for worker_id, _, capacity in live:
         lines.append(f'dispatched_worker_capacity{{worker="{worker_id}"}} {capacity}')
     now = clock.utcnow()
     flow_counts = db.session.execute(

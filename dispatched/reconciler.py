@@ -84,12 +84,15 @@ def _is_worker(holder: str | None) -> bool:
 def _fail_over_lost() -> dict[str, int]:
     now = clock.utcnow()
     grace = current_app.config["WORKER_LOST_GRACE"]
-    alive = workers.alive(now)
     rows = db.session.execute(
         plans.select_with_plan(Job.id, Job.attempts, Job.started_at, Job.holder)
         .join(Job, Job.project_id == Project.id)
         .where(Job.status == JobStatus.STARTED)
     ).all()
+    # Who is alive is read after the attempts: a worker registers before it claims, so the
+    # holder of every row read is in it. (Read before, a worker that started meanwhile and
+    # claimed at once would look dead and have its first attempts failed over.)
+    alive = workers.alive(clock.utcnow())
     db.session.rollback()
     lost = 0
     for row in rows:

@@ -102,6 +102,37 @@ def test_proxy_variables_are_ignored_for_webhooks(receiver, monkeypatch):
     assert len(receiver.received("/direct")) == 1
 
 
+def test_prefetch_and_the_timeout_of_an_attempt_that_waited_in_line(app):
+    """A process holds a few attempts beyond its threads; one that waited so long for a thread
+    that its full timeout would pass the reconciler's stuck-request limit (timeout +
+    WORKER_LOST_GRACE from the claim) is sent with what is left of that limit instead."""
+    import time
+    from types import SimpleNamespace
+
+    from dispatched.engine import DeliveryEngine, prefetch
+
+    assert [prefetch(n) for n in (1, 4, 8, 64, 100)] == [2, 2, 2, 16, 25]
+    app.config["WORKER_LOST_GRACE"] = 15
+    engine = DeliveryEngine(app, threads=8)  # not started: no thread, no registration
+    try:
+        assert (engine.threads, engine.capacity) == (8, 10)
+        attempt = SimpleNamespace(job_id="job_1", attempt_number=1, timeout=30)
+        now = time.monotonic()
+        assert engine._timeout(attempt, now) == 30
+        assert engine._timeout(attempt, now - 12.9) == 30  # within 15 - 2 s of margin
+        assert engine._timeout(attempt, now - 20) == pytest.approx(23, abs=0.5)  # 30 + 13 - 20
+        assert engine._timeout(attempt, now - 100) == 1.0
+    finally:
+        engine._pool.shutdown()
+    app.config["WORKER_LOST_GRACE"] = 1  # the margin is at most half the grace
+    engine = DeliveryEngine(app, threads=8)
+    try:
+        assert engine._timeout(attempt, time.monotonic() - 0.4) == 30
+        assert engine._timeout(attempt, time.monotonic() - 3) == pytest.approx(27.5, abs=0.5)
+    finally:
+        engine._pool.shutdown()
+
+
 def test_attempt_reaching_a_worker_early_goes_back_to_the_scheduler(
     app, client, make_team, receiver, redis
 ):

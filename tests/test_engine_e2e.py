@@ -68,6 +68,37 @@ def test_parallelism_cap_holds_across_two_worker_processes(
     assert delivered_by == ["worker-a", "worker-b"], "both processes took a share"
 
 
+def test_a_process_sends_at_most_its_threads_and_holds_a_few_more_next_in_line(
+    app, live_server, make_team, receiver, processes, redis
+):
+    """DELIVERY_CONCURRENCY bounds the requests in flight; the process claims a few more
+    (engine.prefetch) so a finishing thread starts the next one at once."""
+    from dispatched.models import WorkerProcess
+
+    team = make_team("engine", webhook_url=receiver.on("/lined", answer(200, delay=0.4)))
+    processes.start("worker", "worker.py", WORKER_CONCURRENCY="1", DELIVERY_CONCURRENCY="4")
+    processes.start("scheduler", "scheduler.py")
+    wait_for(lambda: redis.scard("rq:workers:dispatched") >= 1, timeout=30, message="a worker")
+    ids = dispatch(live_server, team, 24)
+
+    def held():
+        with app.app_context():
+            n = db.session.execute(
+                sa.select(sa.func.count()).where(Job.id.in_(ids), Job.status == "STARTED")
+            ).scalar_one()
+            db.session.rollback()
+            return n
+
+    wait_for(lambda: held() == 6, timeout=30, message="4 sending + 2 next in line")
+    wait_all(app, ids, timeout=60)
+    assert receiver.max_in_flight["/lined"] == 4  # the threads, never more
+    assert len(receiver.received("/lined")) == 24
+    with app.app_context():
+        [capacity] = db.session.execute(sa.select(WorkerProcess.capacity)).scalars()
+        db.session.rollback()
+    assert capacity == 6
+
+
 def test_rate_per_second_holds_in_every_one_second_window(
     app, live_server, make_team, receiver, delivery_stack
 ):
