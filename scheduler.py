@@ -1,5 +1,6 @@
 """The scheduler process: the release loop (rq-scheduler), which also fires due recurring
-schedules (``schedules.on_tick``), plus the reconciler.
+schedules (``schedules.Ticker``: looks for due schedules at the next fire time and at least
+every SCHEDULER_INTERVAL, not on every release pass), plus the reconciler.
 
 ``python scheduler.py``. Run as many as you like: rq-scheduler's lock keeps one releasing
 attempts and firing schedules (each fire is recorded under a unique key in SQL, so even two
@@ -45,7 +46,9 @@ def main() -> int:
             app.config["RECONCILE_INTERVAL"],
         )
         try:
-            transport.run_scheduler(schedules.on_tick, app.config["SCHEDULER_INTERVAL"])
+            interval = app.config["SCHEDULER_INTERVAL"]
+            recheck = min(interval, app.config["SCHEDULE_FIRE_AHEAD"] / 2)
+            transport.run_scheduler(schedules.Ticker(recheck), interval)
         finally:
             stop.set()
     return 0

@@ -635,6 +635,32 @@ def on_tick(due: list[tuple[str, int]], woken: set[int]) -> transport.Tick:
     seconds), then the job service's release decision (``jobs.on_tick``), with the fired
     jobs' projects woken and the next fire time as the latest wake-up. A firing failure is
     logged and retried in 1 s; releases go on."""
+    return _release(due, woken, _fire())
+
+
+class Ticker:
+    """``on_tick`` for the scheduler process: it looks for due schedules only when one may be
+    due, at the next fire time it learned (less the lead) and at least every ``recheck``
+    seconds (a schedule created or re-timed by the API meanwhile), so the passes that release
+    dispatched jobs cost no schedule queries. ``recheck`` must stay below the fire lead
+    (SCHEDULE_FIRE_AHEAD) for a new schedule's first fire to be created ahead of its time."""
+
+    def __init__(self, recheck: float) -> None:
+        self.recheck = recheck
+        self._checked: float | None = None
+        self._next_at: datetime | None = None
+
+    def __call__(self, due: list[tuple[str, int]], woken: set[int]) -> transport.Tick:
+        stale = self._checked is None or time.monotonic() - self._checked >= self.recheck
+        if stale or (self._next_at is not None and clock.utcnow() >= self._next_at):
+            fired = _fire()
+            self._checked, self._next_at = time.monotonic(), fired.next_at
+        else:
+            fired = FirePass(next_at=self._next_at)
+        return _release(due, woken, fired)
+
+
+def _fire() -> FirePass:
     fired = FirePass()
     deadline = time.monotonic() + FIRE_BUDGET
     try:
@@ -658,6 +684,10 @@ def on_tick(due: list[tuple[str, int]], woken: set[int]) -> transport.Tick:
             fired.ahead,
             fired.skipped,
         )
+    return fired
+
+
+def _release(due: list[tuple[str, int]], woken: set[int], fired: FirePass) -> transport.Tick:
     tick = jobs.on_tick(due, woken | fired.projects)
     if fired.next_at is not None:
         tick.next_wake = min(filter(None, [tick.next_wake, fired.next_at]))

@@ -5,6 +5,7 @@ DST rule through the firing path, and the scheduler pass that releases fired job
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -305,6 +306,36 @@ def test_scheduler_pass_fires_and_releases_in_the_same_pass(app, client, team, r
         tick = schedules.on_tick([], set())
         lead = timedelta(seconds=app.config["SCHEDULE_FIRE_AHEAD"])
         assert tick.next_wake == next_fire(app, sid) - lead
+
+
+def test_the_scheduler_process_looks_for_due_schedules_only_when_one_may_be_due(
+    app, client, team, redis
+):
+    """``Ticker``: a release pass between two looks costs no schedule query; a schedule the
+    API re-timed meanwhile is seen at the next look (``recheck``), and the learned next fire
+    time triggers a look by itself."""
+    sid = create(client, team)
+    far = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    set_next(app, sid, far)
+    ticker = schedules.Ticker(recheck=3600)
+    with app.app_context():
+        lead = timedelta(seconds=app.config["SCHEDULE_FIRE_AHEAD"])
+        assert ticker([], set()).next_wake == far - lead  # the first pass looks
+        set_next(app, sid, datetime.now(UTC) - timedelta(seconds=1))  # due now, "by the API"
+        assert ticker([], set()).next_wake == far - lead  # no look yet: nothing fired
+        assert jobs_of(app, sid) == []
+        ticker.recheck = 0  # the recheck interval has passed
+        ticker([], set())
+        assert len(jobs_of(app, sid)) == 1
+        # A next fire time learned by a look triggers the look at that time on its own.
+        soon = datetime.now(UTC) + lead + timedelta(seconds=0.5)
+        set_next(app, sid, soon)
+        assert ticker([], set()).next_wake == soon - lead  # looked (recheck 0): not due yet
+        assert len(jobs_of(app, sid)) == 1
+        ticker.recheck = 3600
+        time.sleep(max(0.0, (soon - lead - datetime.now(UTC)).total_seconds()) + 0.05)
+        ticker([], set())
+        assert len(jobs_of(app, sid)) == 2
 
 
 def test_a_fire_within_the_lead_is_created_ahead_and_scheduled_for_its_time(
