@@ -177,6 +177,62 @@ def test_worker_drops_an_attempt_of_a_cancelled_job(app, client, make_team, rece
     assert client.get(f"/api/jobs/{job_id}", headers=team.headers).json["status"] == "CANCELLED"
 
 
+def test_reconciler_does_not_fail_over_a_worker_that_started_while_it_looked(
+    app, client, make_team, redis
+):
+    """A worker that registers and claims an attempt between the reconciler's reads must not
+    look dead: the reconciler reads the STARTED attempts first, then who is alive."""
+    import sqlalchemy as sa
+
+    from dispatched import reconciler
+    from dispatched.extensions import db
+    from dispatched.models import Job, WorkerProcess
+
+    team = make_team("e2e", webhook_url="http://127.0.0.1:9/hook")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    job_id = client.post(
+        "/api/jobs/dispatch", headers=team.headers, json={"payload": {}, "scheduleFor": later}
+    ).json["jobId"]
+    fired = []
+
+    def start_worker_and_claim(conn, cursor, statement, *args):
+        if fired:
+            return
+        fired.append(statement)
+        now = datetime.now(UTC)
+        with db.engine.begin() as other:  # another process: its own connection
+            other.execute(
+                sa.insert(WorkerProcess.__table__).values(
+                    id="wrk_new",
+                    hostname="h",
+                    pid=1,
+                    started_at=now,
+                    beat_at=now,
+                    in_flight=1,
+                    capacity=8,
+                    stopping=False,
+                )
+            )
+            other.execute(
+                sa.update(Job.__table__)
+                .where(Job.__table__.c.id == job_id)
+                .values(status="STARTED", attempts=1, holder="wrk_new", started_at=now)
+            )
+
+    with app.app_context():
+        sa.event.listen(db.engine, "after_cursor_execute", start_worker_and_claim)
+        try:
+            report = reconciler._fail_over_lost()
+        finally:
+            sa.event.remove(db.engine, "after_cursor_execute", start_worker_and_claim)
+        assert fired, "the hook ran after the reconciler's first read"
+        assert report == {"lost": 0}
+        assert reconciler._fail_over_lost() == {"lost": 0}  # and on the next pass
+        status = db.session.execute(sa.select(Job.status).where(Job.id == job_id)).scalar()
+        db.session.rollback()
+    assert status == "STARTED"
+
+
 def test_on_due_leaves_no_transaction_open_after_a_db_error(app, monkeypatch):
     """The scheduler's session lives for the whole process: an error must not leave it inside
     a failed transaction, or every later tick would fail too."""
