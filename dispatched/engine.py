@@ -7,11 +7,13 @@ The bookkeeping is batched:
 
 - the RQ task hands the engine a group of released attempts; ``jobs.claim`` starts them all in
   one transaction and the threads send them;
-- a process holds a few more attempts than it has threads (``PREFETCH``): the next ones in
+- a process holds a few more attempts than it has threads (``prefetch``): the next ones in
   line, so a thread that finishes a delivery starts another at once instead of idling while
   the recorder's database cycle concludes the batch and claims replacements (10-30 ms, a tenth
-  of a 200 ms request). A project's parallelism counts them, so its receiver never sees more
-  than its cap; their lateness is measured when they are sent;
+  of a 200 ms request). Only the recorder fills the line, with the next attempts of the
+  projects whose deliveries just finished; new work from RQ is taken only for free threads.
+  A project's parallelism counts them, so its receiver never sees more than its cap; their
+  lateness is measured when they are sent;
 - a recorder thread concludes finished attempts in batches and, in the same transaction,
   releases and claims the same projects' next due attempts straight into this process
   (``jobs.conclude_and_continue``; work-conserving: a finishing delivery starts the next one
@@ -91,7 +93,8 @@ class DeliveryEngine:
     def start(self) -> DeliveryEngine:
         global _current
         with self.app.app_context():
-            workers.register(self.worker_id, self.capacity)
+            # The scheduler hands over work for threads, not for the line (see ``free``).
+            workers.register(self.worker_id, self.threads)
         for thread in self._threads:
             thread.start()
         _current = self
@@ -137,13 +140,22 @@ class DeliveryEngine:
         return self._in_flight
 
     def free(self) -> int:
+        """Attempts the recorder may still claim: threads + line, less what is held."""
         return 0 if self._stopping.is_set() else self.capacity - self._in_flight
 
+    def free_threads(self) -> int:
+        """Threads with nothing to send and nothing in line for them. New work (an RQ
+        hand-over) is taken only into these: a process whose threads are all busy with a slow
+        endpoint must leave other projects' attempts to an idle process, not queue them in its
+        line. The line is filled by the recorder, with the next attempts of the projects whose
+        deliveries just finished here."""
+        return 0 if self._stopping.is_set() else self.threads - self._in_flight
+
     def wait_for_room(self, needed: int, timeout: float) -> bool:
-        """Block until ``needed`` more deliveries fit (or ``timeout`` passes)."""
+        """Block until ``needed`` threads are free (or ``timeout`` passes)."""
         deadline = time.monotonic() + timeout
         with self._room:
-            while self.free() < needed:
+            while self.free_threads() < needed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

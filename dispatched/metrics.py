@@ -150,8 +150,8 @@ def render() -> str:
     for worker_id, in_flight, _ in live:
         lines.append(f'dispatched_worker_in_flight{{worker="{worker_id}"}} {in_flight}')
     lines += [
-        "# HELP dispatched_worker_capacity Attempts a live worker process holds at most:"
-        " DELIVERY_CONCURRENCY threads + the ones next in line.",
+        "# HELP dispatched_worker_capacity Delivery threads per live worker process"
+        " (DELIVERY_CONCURRENCY); it may hold a quarter more, next in line.",
         "# TYPE dispatched_worker_capacity gauge",
     ]
     for worker_id, _, capacity in live:

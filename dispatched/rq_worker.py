@@ -60,8 +60,8 @@ class DeliveryWorker(SimpleWorker):
     def dequeue_job_and_maintain_ttl(self, timeout: Any, max_idle_time: Any = None) -> Any:
         from .jobs.release import HAND_OVER_BATCH
 
-        # Room for a whole group (or the whole engine, if it is smaller than a group).
-        needed = min(HAND_OVER_BATCH, self.engine.capacity)
+        # Free threads for a whole group (or all of them, if there are fewer than a group).
+        needed = min(HAND_OVER_BATCH, self.engine.threads)
         while not self.engine.wait_for_room(needed, timeout=1.0):
             self.heartbeat()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)

@@ -96,7 +96,31 @@ def test_a_process_sends_at_most_its_threads_and_holds_a_few_more_next_in_line(
     with app.app_context():
         [capacity] = db.session.execute(sa.select(WorkerProcess.capacity)).scalars()
         db.session.rollback()
-    assert capacity == 6
+    assert capacity == 4  # what the scheduler hands over for: threads, not the line
+
+
+def test_a_process_with_every_thread_busy_leaves_new_work_to_an_idle_one(
+    app, live_server, make_team, receiver, processes, redis
+):
+    """The line is not for new work: worker A, fewer than a group's 8 of its 32 threads free
+    (the rest held by a slow endpoint) but 8 places free in its line, does not take project
+    B's job; idle worker B delivers it (and A's leftovers)."""
+    slow = make_team("engine", webhook_url=receiver.on("/slow32", answer(200, delay=8.0)))
+    quick = make_team("e2e", webhook_url=receiver.on("/quick", answer(200)))
+    env = dict(WORKER_CONCURRENCY="1", DELIVERY_CONCURRENCY="32")
+    processes.start("worker-a", "worker.py", **env)
+    processes.start("scheduler", "scheduler.py")
+    wait_for(lambda: redis.scard("rq:workers:dispatched") >= 1, timeout=30, message="worker A")
+    dispatch(live_server, slow, 32)
+    wait_for(lambda: receiver.in_flight.get("/slow32", 0) > 24, timeout=30, message="A busy")
+    processes.start("worker-b", "worker.py", **env)
+    wait_for(lambda: redis.scard("rq:workers:dispatched") >= 2, timeout=30, message="worker B")
+    time.sleep(0.5)  # B waits on the queue too (before the fix, A had waited there longer)
+    [job_id] = dispatch(live_server, quick, 1)
+    sent = time.time()
+    wait_for(lambda: receiver.received("/quick"), timeout=6, message="B's job delivered")
+    assert receiver.received("/quick")[0].at - sent < 3.0
+    assert job_id in processes.log("worker-b") and job_id not in processes.log("worker-a")
 
 
 def test_rate_per_second_holds_in_every_one_second_window(
