@@ -27,6 +27,13 @@ def deliver_batch(holder: str | None, attempts: list[list]) -> int:  # type: ign
     return _engine().run(holder, refs)
 
 
+def deliver_due(project_ids: list[int]) -> int:
+    """Pull the projects' attempts due now into this process (``jobs.pull``; enqueued when a
+    job is dispatched for now); return how many were started (the rest, if any, are left to
+    the release loop)."""
+    return _engine().pull([int(project_id) for project_id in project_ids])
+
+
 def deliver_test_event(project_id: int, event_id: str) -> bool:
     """Send a dashboard test event (``test_events``) on the engine's threads; return whether
     it was sent (not when it expired or was taken already)."""

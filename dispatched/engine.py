@@ -5,8 +5,12 @@ threads: a delivery is I/O (connect, send, wait for the endpoint), so threads sh
 process's memory and its pooled connections (keep-alive per host) instead of a process each.
 The bookkeeping is batched:
 
-- the RQ task hands the engine a group of released attempts; ``jobs.claim`` starts them all in
-  one transaction and the threads send them;
+- a job dispatched for now reaches a worker as an RQ task naming its project: the engine
+  releases and claims the project's due attempts for its free threads in one transaction
+  (``jobs.pull``) and sends them, with no release-loop hop;
+- the release loop's RQ task hands the engine a group of released attempts (timed ones, and
+  what a pull left); ``jobs.claim`` starts them all in one transaction and the threads send
+  them;
 - a process holds a few more attempts than it has threads (``prefetch``): the next ones in
   line, so a thread that finishes a delivery starts another at once instead of idling while
   the recorder's database cycle concludes the batch and claims replacements (10-30 ms, a tenth
@@ -167,6 +171,14 @@ class DeliveryEngine:
     def run(self, holder: str | None, refs: list[tuple[str, int]]) -> int:
         """Claim a group of released attempts (in the caller's app context) and send them."""
         deliveries = jobs.claim(holder, refs, self.worker_id)
+        for delivery in deliveries:
+            self._submit(delivery)
+        return len(deliveries)
+
+    def pull(self, project_ids: list[int]) -> int:
+        """Release and claim the projects' due attempts into this process's free threads (in
+        the caller's app context; ``jobs.pull``) and send them."""
+        deliveries = jobs.pull(project_ids, self.worker_id, self.free_threads())
         for delivery in deliveries:
             self._submit(delivery)
         return len(deliveries)

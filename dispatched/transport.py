@@ -92,17 +92,25 @@ def wake(project_id: int) -> None:
 
 
 def admit(
-    wake: Collection[int],
+    due: Collection[int],
     timed: Sequence[tuple[AttemptRef, datetime]],
     also: Callable[[Any], None] | None = None,
 ) -> None:
-    """Hand newly accepted attempts over in one round trip: wake the release loop for the
-    projects in ``wake`` (attempts due now), and register each timed attempt for its time.
+    """Hand newly accepted attempts over: have a worker pull the attempts due now of the
+    projects in ``due`` (one pending pull per project; ``due_taken`` ends it), and register
+    each timed attempt for its time. One round trip, two when a pull must be queued.
 
     ``also`` may add commands of its own to the same pipeline (the metrics counters).
     """
-    if wake or timed or also:
-        backend().admit(wake, timed, also)
+    if due or timed or also:
+        backend().admit(due, timed, also)
+
+
+def due_taken(project_ids: Collection[int]) -> None:
+    """A worker is pulling these projects' due attempts now: the next ``admit`` of one of them
+    queues a new pull (so nothing committed after this call waits for the release loop)."""
+    if project_ids:
+        backend().due_taken(project_ids)
 
 
 def schedule_at(job_id: str, attempt: int, when: datetime, timeout: int) -> None:

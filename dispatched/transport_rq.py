@@ -4,8 +4,14 @@ Implements the functions of ``transport`` (the seam callers use):
 
 - timed attempts are members ``<jobId>-<attempt>`` of rq-scheduler's sorted set, scored with
   their exact due time (about 100 bytes each; no RQ job exists until they are released);
-- jobs dispatched for now push their project id on a wake list, so the loop releases them
-  within milliseconds instead of at its next tick;
+- jobs dispatched for now are pulled by a worker, not released by the loop: the first
+  dispatch of a project sets a mark ``dispatched:due:<project>`` (``SET NX``, a few seconds'
+  life) and enqueues one RQ job ``dispatched.delivery.deliver_due([project])``; the worker
+  that takes it deletes the mark (``due_taken``) and releases and claims the project's due
+  attempts into its own threads in one transaction. While a pull is pending, further
+  dispatches of the project add nothing to Redis but the mark check: the pull takes them too;
+- other attempts due now (a replay, a reschedule to now) push their project id on a wake
+  list, so the loop releases them within milliseconds instead of at its next tick;
 - the release loop is rq-scheduler's ``Scheduler`` (its lock keeps one active across
   processes) with our ``run``: it sleeps until the earliest due attempt, a wake-up or
   ``interval``, asks the job service what to release (``on_tick``), and hands each released
@@ -48,6 +54,12 @@ logger = logging.getLogger(__name__)
 DELIVER_BATCH_TASK = "dispatched.delivery.deliver_batch"
 DELIVER_TEST_EVENT_TASK = "dispatched.delivery.deliver_test_event"
 DELIVER_CALLBACKS_TASK = "dispatched.delivery.deliver_callbacks"
+DELIVER_DUE_TASK = "dispatched.delivery.deliver_due"
+#: A project with a pull pending (``admit``); deleted by the worker that takes the pull.
+DUE_KEY = "dispatched:due:{}"
+#: Life of that mark (s): a pull lost with Redis or with its worker blocks new pulls of the
+#: project this long at most (the reconciler releases what it left due meanwhile).
+DUE_TTL = 5
 #: rq-scheduler's sorted set of timed attempts (score: the exact due time, Unix seconds).
 SCHEDULED_KEY = Scheduler.scheduled_jobs_key
 #: Project ids with an attempt due now (pushed by the API, popped by the release loop).
@@ -174,16 +186,22 @@ def wake(project_id: int) -> None:
 
 
 def admit(
-    wake: Collection[int],
+    due: Collection[int],
     timed: Sequence[tuple[AttemptRef, datetime]],
     also: Callable[[Any], None] | None = None,
 ) -> None:
-    """One pipeline: push the woken project ids, add the timed attempts to the sorted set at
-    their exact times, then whatever ``also`` adds."""
+    """One pipeline: mark the projects with attempts due now (``SET NX``), add the timed
+    attempts to the sorted set at their exact times, then whatever ``also`` adds. For each
+    project whose mark was new, one more round trip enqueues the RQ job that pulls them.
+
+    If that second round trip fails, the marks expire within DUE_TTL and the caller flags the
+    jobs for the reconciler, which releases them through the loop."""
+    due = list(due)
     try:
-        pipe = connection().pipeline(transaction=False)
-        if wake:
-            pipe.lpush(WAKE_KEY, *wake)
+        conn = connection()
+        pipe = conn.pipeline(transaction=False)
+        for project_id in due:
+            pipe.set(DUE_KEY.format(project_id), 1, nx=True, ex=DUE_TTL)
         if timed:
             pipe.zadd(
                 SCHEDULED_KEY,
@@ -191,7 +209,30 @@ def admit(
             )
         if also is not None:
             also(pipe)
-        pipe.execute()
+        marked = pipe.execute()[: len(due)]
+        fresh = [project_id for project_id, new in zip(due, marked, strict=True) if new]
+        if fresh:
+            _queue(conn).enqueue_many(
+                [
+                    Queue.prepare_data(
+                        DELIVER_DUE_TASK,
+                        args=(fresh,),
+                        job_id=new_id("hand"),
+                        timeout=HAND_OVER_TIMEOUT,
+                        result_ttl=0,
+                        failure_ttl=FAILURE_TTL,
+                        description=f"pull the due attempts of project {fresh[0]}",
+                    )
+                ]
+            )
+    except RedisError as exc:
+        raise _unavailable(exc) from exc
+
+
+def due_taken(project_ids: Collection[int]) -> None:
+    """Delete the projects' pull marks (one round trip)."""
+    try:
+        connection().delete(*(DUE_KEY.format(project_id) for project_id in project_ids))
     except RedisError as exc:
         raise _unavailable(exc) from exc
 

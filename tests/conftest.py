@@ -263,6 +263,31 @@ def delivery_stack(processes: Processes, redis: Redis) -> Processes:
 
 
 @pytest.fixture()
+def pull_pass(app: Flask, redis):
+    """Run the pulls waiting on the delivery queue (``deliver_due``) in this process, as a worker
+    ``worker-under-test`` with ``room`` free threads would (``jobs.pull``), and take them off the
+    queue; returns the deliveries started."""
+    from rq.job import Job as RQJob
+
+    from dispatched import jobs
+    from dispatched.transport_rq import DELIVER_DUE_TASK
+
+    def run(room: int = 100) -> list:
+        started = []
+        key = "rq:queue:dispatched"
+        for rq_id in redis.lrange(key, 0, -1):
+            job = RQJob.fetch(rq_id.decode(), connection=redis)
+            if job.func_name != DELIVER_DUE_TASK:
+                continue
+            redis.lrem(key, 1, rq_id)
+            with app.app_context():
+                started += jobs.pull(list(job.args[0]), "worker-under-test", room)
+        return started
+
+    return run
+
+
+@pytest.fixture()
 def release_pass(app: Flask):
     """Run one pass of the release loop in this process (what scheduler.py does each tick)."""
     from dispatched import jobs, transport

@@ -97,8 +97,15 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            # A class attribute: listen() runs in the constructor. socketserver's backlog of 5
+            # makes a burst of connections (a worker starting 8 deliveries at once, 50 in
+            # flight) see refused or retried connects: connection errors the endpoint never
+            # caused.
+            request_queue_size = 1024
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -205,13 +212,33 @@ def wakes(redis: Any) -> list[int]:
     return [int(x) for x in reversed(redis.lrange(WAKE_KEY, 0, -1))]
 
 
-def handed_over(redis: Any, queue: str = "dispatched") -> list[tuple[str | None, list[list[Any]]]]:
-    """The RQ hand-over jobs on the delivery queue: ``(holder, [[job_id, attempt], ...])``."""
+def due_now(redis: Any, queue: str = "dispatched") -> list[list[int]]:
+    """The pulls waiting on the delivery queue (``deliver_due`` RQ jobs): their project ids,
+    oldest first."""
     from rq.job import Job as RQJob
+
+    from dispatched.transport_rq import DELIVER_DUE_TASK
 
     result = []
     for rq_id in redis.lrange(f"rq:queue:{queue}", 0, -1):
         job = RQJob.fetch(rq_id.decode(), connection=redis)
+        if job.func_name == DELIVER_DUE_TASK:
+            result.append(list(job.args[0]))
+    return result
+
+
+def handed_over(redis: Any, queue: str = "dispatched") -> list[tuple[str | None, list[list[Any]]]]:
+    """The RQ hand-over jobs on the delivery queue: ``(holder, [[job_id, attempt], ...])``
+    (pulls of due attempts, ``due_now``, are left out)."""
+    from rq.job import Job as RQJob
+
+    from dispatched.transport_rq import DELIVER_DUE_TASK
+
+    result = []
+    for rq_id in redis.lrange(f"rq:queue:{queue}", 0, -1):
+        job = RQJob.fetch(rq_id.decode(), connection=redis)
+        if job.func_name == DELIVER_DUE_TASK:
+            continue
         assert job.func_name == "dispatched.delivery.deliver_batch"
         holder, attempts = job.args
         assert holder is None or holder == f"rq:{job.id}"

@@ -156,13 +156,14 @@ def test_schedule_for_more_than_365_days_ahead_is_400(client, team):
     assert post(client, team, {"payload": {}, "scheduleFor": fine}).status_code == 201
 
 
-def test_past_and_now_dispatch_immediately(client, team, release_pass):
+def test_past_and_now_dispatch_immediately(client, team, pull_pass):
     for value in ["2001-01-01T00:00:00Z", datetime.now(UTC).isoformat(), None]:
         r = post(client, team, {"payload": {}, "scheduleFor": value})
         assert r.status_code == 201
-        release_pass()
+        [delivery] = pull_pass()  # a worker pulls it at once
+        assert delivery.job_id == r.json["jobId"]
         job = client.get(f"/api/jobs/{r.json['jobId']}", headers=team.headers).json
-        assert job["status"] == "DISPATCHED"
+        assert job["status"] == "STARTED"
 
 
 def test_both_schedule_fields_is_400(client, team):

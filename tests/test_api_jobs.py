@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dispatched.clock import parse_iso
-from dispatched.transport_rq import SCHEDULED_KEY
-from tests.support import handed_over, wakes
+from dispatched.transport_rq import DUE_KEY, SCHEDULED_KEY
+from tests.support import due_now, handed_over, wakes
 
 SCHEDULED = SCHEDULED_KEY
 QUEUE = "rq:queue:dispatched"
@@ -31,8 +31,8 @@ def scheduled(redis) -> dict[str, float]:
     return {k.decode(): v for k, v in redis.zrange(SCHEDULED, 0, -1, withscores=True)}
 
 
-def test_dispatch_now_wakes_the_release_loop_which_hands_attempt_one_over(
-    client, team, redis, release_pass
+def test_dispatch_now_asks_a_worker_to_pull_it_and_the_worker_starts_attempt_one(
+    app, client, team, redis, pull_pass
 ):
     before = datetime.now(UTC)
     r = dispatch(client, team, {"payload": {"order": 42, "items": [1, 2]}, "maxRetries": 2})
@@ -44,22 +44,46 @@ def test_dispatch_now_wakes_the_release_loop_which_hands_attempt_one_over(
     assert body["maxRetries"] == 2
     assert before - timedelta(seconds=1) <= parse_iso(body["scheduledFor"]) <= datetime.now(UTC)
 
-    # Committed QUEUED and due; Redis: the project is on the wake list, nothing is scheduled.
+    # Committed QUEUED and due; Redis: one pull of the project is queued for a worker (and its
+    # mark set), the release loop is not woken, nothing is scheduled.
     job = client.get(f"/api/jobs/{body['jobId']}", headers=team.headers).json
     assert job["status"] == "QUEUED"
     assert parse_iso(job["nextAttemptAt"]) <= datetime.now(UTC)
-    assert wakes(redis) == [team.project_id]
-    assert queued_ids(redis) == [] and scheduled(redis) == {}
+    assert due_now(redis) == [[team.project_id]]
+    assert redis.exists(DUE_KEY.format(team.project_id))
+    assert wakes(redis) == [] and handed_over(redis) == [] and scheduled(redis) == {}
 
+    # The worker that takes the pull releases and starts the attempt in its own threads.
+    [delivery] = pull_pass()
+    assert (delivery.job_id, delivery.attempt_number) == (body["jobId"], 1)
+    assert delivery.payload == {"order": 42, "items": [1, 2]}
+    assert due_now(redis) == [] and not redis.exists(DUE_KEY.format(team.project_id))
+    assert wakes(redis) == [] and handed_over(redis) == []
+    job = client.get(f"/api/jobs/{body['jobId']}", headers=team.headers).json
+    assert job["status"] == "STARTED"
+    assert job["attempts"] == 1 and job["lastError"] is None and job["completedAt"] is None
+
+    from dispatched.extensions import db
+    from dispatched.models import Job
+
+    with app.app_context():
+        assert db.session.get(Job, body["jobId"]).holder == "worker-under-test"
+
+
+def test_a_pull_with_no_free_thread_leaves_the_job_to_the_release_loop(
+    client, team, redis, pull_pass, release_pass
+):
+    job_id = dispatch(client, team, {"payload": {"n": 1}}).json["jobId"]
+    assert pull_pass(room=0) == []
+    assert client.get(f"/api/jobs/{job_id}", headers=team.headers).json["status"] == "QUEUED"
+    assert wakes(redis) == [team.project_id]
     # One pass of the release loop: released under flow control, one hand-over RQ job.
     release_pass()
     assert wakes(redis) == []
     [(holder, attempts)] = handed_over(redis)
-    assert holder is not None and attempts == [[body["jobId"], 1]]
-    job = client.get(f"/api/jobs/{body['jobId']}", headers=team.headers).json
-    assert job["status"] == "DISPATCHED"
-    assert job["payload"] == {"order": 42, "items": [1, 2]}
-    assert job["attempts"] == 0 and job["lastError"] is None and job["completedAt"] is None
+    assert holder is not None and attempts == [[job_id, 1]]
+    job = client.get(f"/api/jobs/{job_id}", headers=team.headers).json
+    assert job["status"] == "DISPATCHED" and job["attempts"] == 0
 
 
 def test_dispatch_later_registers_with_scheduler_at_its_exact_time(client, team, redis):
@@ -91,7 +115,7 @@ def test_scheduled_for_alias_and_offsets(client, team, redis):
     r = dispatch(client, team, {"payload": {}, "scheduleFor": "2026-01-01T10:00:00+05:30"})
     assert r.status_code == 201  # past → now
     assert parse_iso(r.json["scheduledFor"]) > datetime(2026, 1, 1, 4, 30, tzinfo=UTC)
-    assert wakes(redis) == [team.project_id] and len(scheduled(redis)) == 2
+    assert due_now(redis) == [[team.project_id]] and len(scheduled(redis)) == 2
 
 
 def test_max_retries_defaults_to_and_is_capped_by_plan(client, make_team):
@@ -103,8 +127,9 @@ def test_max_retries_defaults_to_and_is_capped_by_plan(client, make_team):
     assert dispatch(client, scale, {"payload": {}}).json["maxRetries"] == 10
 
 
-def test_get_list_and_paging(client, team, release_pass):
+def test_get_list_and_paging(client, team, pull_pass, release_pass):
     ids = [dispatch(client, team, {"payload": {"n": n}}).json["jobId"] for n in range(5)]
+    pull_pass(room=0)  # no worker has a free thread: the release loop hands them over
     release_pass()
     page = client.get("/api/jobs?limit=2", headers=team.headers).json
     seen = [j["jobId"] for j in page["jobs"]]
@@ -138,8 +163,9 @@ def test_cancel_queued_job_removes_it_from_redis(client, team, redis):
     assert again.json["data"]["message"] == "Job is not in QUEUED status"
 
 
-def test_cancel_dispatched_job_conflicts(client, team, redis, release_pass):
+def test_cancel_dispatched_job_conflicts(client, team, redis, pull_pass, release_pass):
     job_id = dispatch(client, team).json["jobId"]
+    pull_pass(room=0)  # no worker has a free thread: the release loop hands it over
     release_pass()
     before = handed_over(redis)
     r = client.delete(f"/api/jobs/{job_id}", headers=team.headers)
@@ -234,7 +260,7 @@ def test_idempotent_repeat_returns_same_job(client, team, redis):
     second = client.post("/api/jobs/dispatch", json={"payload": {"n": 2}}, headers=headers)
     assert first.status_code == 201 and second.status_code == 200
     assert second.json["jobId"] == first.json["jobId"]
-    assert wakes(redis) == [team.project_id]
+    assert due_now(redis) == [[team.project_id]]
     assert client.get("/api/usage", headers=team.headers).json["jobsThisMonth"] == 1
     other = client.post(
         "/api/jobs/dispatch", json={"payload": {}}, headers={**team.headers, "Idempotency-Key": "x"}

@@ -18,7 +18,7 @@ from redis import Redis
 from dispatched import usage
 from dispatched.extensions import db
 from dispatched.models import Job
-from tests.support import answer, wait_for
+from tests.support import answer, due_now, wait_for
 
 BATCH = "/api/jobs/dispatch/batch"
 SCHEDULED_KEY = "rq:scheduler:scheduled_jobs"
@@ -185,12 +185,12 @@ def test_due_now_and_timed_items_are_handed_to_redis_in_one_pipeline(
     when = datetime.now(UTC) + timedelta(minutes=5)
     items = [{"payload": {"i": i}, "scheduleFor": when.isoformat()} for i in range(50)]
     items += [{"payload": {"i": i}} for i in range(50, 100)]
-    pipelines: list[int] = []
+    pipelines: list[list[str]] = []
     commands: list[str] = []
     real_execute = Pipeline.execute
 
     def counting_execute(self, *args, **kwargs):
-        pipelines.append(len(self.command_stack))
+        pipelines.append(sorted(str(c[0][0]) for c in self.command_stack))
         return real_execute(self, *args, **kwargs)
 
     real_command = Redis.execute_command
@@ -216,10 +216,11 @@ def test_due_now_and_timed_items_are_handed_to_redis_in_one_pipeline(
     finally:
         sa.event.remove(engine, "before_cursor_execute", count_statement)
     assert r.status_code == 200 and all("jobId" in x for x in r.json["results"])
-    # One pipeline hands the 100 jobs over (LPUSH wake + ZADD of 50 + the metrics counter);
-    # the other Redis calls are the key-cache epoch and the rate limiter's.
-    assert pipelines == [3]
-    assert "ZADD" not in commands and "LPUSH" not in commands
+    # One pipeline hands the 100 jobs over (the project's pull mark, ZADD of 50, the metrics
+    # counter); the first post's pull is still pending, so no second round trip queues another.
+    # The other Redis calls are the key-cache epoch and the rate limiter's.
+    assert pipelines == [["HINCRBY", "SET", "ZADD"]]
+    assert "ZADD" not in commands and "LPUSH" not in commands and "RPUSH" not in commands
     # One SQL statement counts the quota and inserts all 100 jobs (on SQLite: its steps in one
     # transaction, without the round trips that matter on PostgreSQL).
     if engine.dialect.name == "postgresql":
@@ -230,7 +231,8 @@ def test_due_now_and_timed_items_are_handed_to_redis_in_one_pipeline(
     assert redis.zcard(SCHEDULED_KEY) == 50
     for job_id in ids[:50]:
         assert redis.zscore(SCHEDULED_KEY, f"{job_id}-1") == pytest.approx(when.timestamp())
-    assert int(redis.lpop(WAKE_KEY)) == team.project_id
+    assert due_now(redis) == [[team.project_id]]  # the one pull takes them all
+    assert redis.llen(WAKE_KEY) == 0
     with app.app_context():
         rows = db.session.query(Job).filter(Job.id.in_(ids)).all()
         assert {j.status for j in rows} == {"QUEUED"} and not any(j.needs_handoff for j in rows)

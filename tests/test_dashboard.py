@@ -194,7 +194,7 @@ def test_bearer_token_is_revealed_and_rotated_at_once(app, client, owner):
     assert client.post(f"/p/{owner}/webhook/bearer-token/rotate").status_code == 400
 
 
-def test_jobs_table_filters_and_actions(app, client, owner, release_pass):
+def test_jobs_table_filters_and_actions(app, client, owner, pull_pass, release_pass):
     with app.app_context():
         from dispatched import keys
 
@@ -208,6 +208,7 @@ def test_jobs_table_filters_and_actions(app, client, owner, release_pass):
     now = client.post("/api/jobs/dispatch", json={"payload": {"b": 2}}, headers=headers).json[
         "jobId"
     ]
+    pull_pass(room=0)  # no worker has a free thread: the release loop hands it over
     release_pass()  # the job due now leaves QUEUED
     rows = client.get(f"/p/{owner}/jobs/rows").get_data(as_text=True)
     assert queued in rows and now in rows and rows.strip().startswith("<tbody")

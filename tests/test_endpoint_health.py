@@ -14,7 +14,7 @@ from dispatched import endpoint_health, flow, flow_settings, webhooks
 from dispatched.extensions import db
 from dispatched.models import Job, Project, ProjectFlow
 from dispatched.outbound import Result
-from tests.support import answer, handed_over
+from tests.support import answer, due_now, handed_over
 from tests.test_dashboard import csrf_from, project_id_of, sign_up
 from tests.test_secrets_and_defaults import deliver_released
 
@@ -263,6 +263,8 @@ def test_paused_endpoint_holds_due_attempts_queued_then_a_probe_resumes_it(
 
     receiver.on("/hook", answer(200))  # the endpoint is fixed; nobody resumed it
     held = [dispatch() for _ in range(4)]
+    deliver_released(app, redis)  # the worker's pull finds the endpoint paused: nothing starts
+    assert due_now(redis) == []
     release_pass()
     assert handed_over(redis) == []
     assert job_states(app, held) == dict.fromkeys(held, ("QUEUED", 0))  # no retry spent

@@ -56,8 +56,11 @@ def test_parallelism_cap_holds_across_two_worker_processes(
 ):
     team = make_team("engine", webhook_url=receiver.on("/slow", answer(200, delay=0.4)))
     set_flow(app, team.project_id, parallelism=3)
-    processes.start("worker-a", "worker.py", WORKER_CONCURRENCY="1")
-    processes.start("worker-b", "worker.py", WORKER_CONCURRENCY="1")
+    # Two threads each: neither process can hold the whole cap (a process that pulled the
+    # project's jobs keeps releasing its next ones into itself as deliveries finish).
+    env = dict(WORKER_CONCURRENCY="1", DELIVERY_CONCURRENCY="2")
+    processes.start("worker-a", "worker.py", **env)
+    processes.start("worker-b", "worker.py", **env)
     processes.start("scheduler", "scheduler.py")
     wait_for(lambda: redis.scard("rq:workers:dispatched") >= 2, timeout=30, message="2 workers")
     ids = dispatch(live_server, team, 24)

@@ -6,7 +6,7 @@
 - ``actions``: what users do (cancel, reschedule, replay);
 - ``handoff``: handing attempts to the transport, and the release loop's decision;
 - ``release``: releasing due attempts under each project's flow control;
-- ``attempts``: claiming and concluding batches of attempts;
+- ``attempts``: claiming, pulling and concluding batches of attempts;
 - ``recovery``: failing over attempts whose worker died, handing back stranded ones.
 
 Callers use the names re-exported here (``jobs.create``, ``jobs.cancel``, …).
@@ -22,6 +22,7 @@ from .attempts import (
     claim,
     conclude,
     conclude_and_continue,
+    pull,
 )
 from .handoff import clear_handoff_flag, mark_dispatched, on_tick, rehand
 from .intake import Outcome, create, create_many
@@ -51,6 +52,7 @@ __all__ = [
     "list_jobs",
     "mark_dispatched",
     "on_tick",
+    "pull",
     "rehand",
     "release",
     "replay",

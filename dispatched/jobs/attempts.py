@@ -1,5 +1,6 @@
-"""The life of delivery attempts: claim a batch (DISPATCHED → STARTED), conclude a batch
-(COMPLETED, a retry, or FAILED), hand back early ones."""
+"""The life of delivery attempts: claim a batch (DISPATCHED → STARTED), pull a project's due
+attempts straight into a worker (QUEUED → STARTED), conclude a batch (COMPLETED, a retry, or
+FAILED), hand back early ones."""
 
 from __future__ import annotations
 
@@ -11,20 +12,23 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import callbacks, clock, endpoint_health, metrics, plans, retry, webhooks
+from .. import callbacks, clock, endpoint_health, metrics, plans, retry, transport, webhooks
 from ..extensions import db
 from ..ids import new_id
 from ..models import Attempt, Job, Project
 from ..outbound import Result
-from .handoff import schedule
+from .handoff import schedule, wake_projects
 from .release import (
+    HAND_OVER_BATCH,
     apply_back_pressure,
     flow_flags,
     lock_flow,
+    mark_waiting,
     outcomes_by_project,
     press_locked,
     pressured,
     release_locked,
+    settings_of,
 )
 from .transitions import S, jobs_table, move, move_many
 
@@ -81,6 +85,56 @@ def claim(holder: str | None, refs: list[Ref], worker_id: str) -> list[Delivery]
         raise
     for row in early:
         _hand_back(row.id, row.attempts, holder, row.next_attempt_at or row.scheduled_for, row.plan)
+    return deliveries
+
+
+def pull(project_ids: list[int], worker_id: str, room: int) -> list[Delivery]:
+    """Release and claim the due attempts of ``project_ids`` straight into the worker
+    ``worker_id`` (QUEUED → DISPATCHED → STARTED in one transaction, flow control applied as in
+    ``release``): a job dispatched for now is sent by the worker that took the project's pull
+    (``transport.admit``), with no release-loop hop and no second RQ job.
+
+    At most ``room`` (the worker's free threads) and one group (HAND_OVER_BATCH): what stays
+    due is left waiting for the release loop, which hands it to the other workers, so a burst
+    spreads over the nodes. Projects with a ``ratePerSecond`` are left to the loop too: it
+    spaces their releases by the rate's next token, which a pull (taking whatever one token
+    allows now) would not."""
+    ids = sorted(set(project_ids))
+    if not ids:
+        return []
+    try:
+        # First: a dispatch committed after this point queues a new pull.
+        transport.due_taken(ids)
+    except transport.TransportUnavailable as exc:
+        logger.warning("could not clear the pull marks of projects %s: %s", ids, exc)
+    settings = settings_of(ids)
+    rated = [pid for pid in ids if pid in settings and settings[pid].rate is not None]
+    mine = [pid for pid in ids if pid in settings and pid not in rated]
+    left = rated + (mine if room <= 0 else [])
+    if room <= 0:
+        mine = []
+    now = clock.utcnow()
+    deliveries: list[Delivery] = []
+    released = None
+    try:
+        if mine:
+            states = {pid: lock_flow(pid) for pid in mine}
+            released = release_locked(
+                states,
+                lambda: worker_id,
+                limit=min(room, HAND_OVER_BATCH),
+                one_group=True,
+                now=now,
+            )
+            if released.refs:
+                deliveries, _ = claim_locked(worker_id, released.refs, worker_id, now)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    if left:
+        mark_waiting(left)
+    wake_projects(sorted(set(left) | (released.waiting if released else set())))
     return deliveries
 
 

@@ -92,6 +92,22 @@ def wake(job_id: str, project_id: int) -> bool:
         return False
 
 
+def wake_projects(project_ids: list[int]) -> None:
+    """Tell the release loop these projects have due attempts waiting (flagged in SQL); best
+    effort: without Redis the loop still finds them on its next pass."""
+    for project_id in project_ids:
+        try:
+            transport.wake(project_id)
+        except transport.TransportUnavailable as exc:
+            logger.warning(
+                "project %d has due attempts waiting; could not wake the release loop: %s "
+                "(it looks at waiting projects every pass)",
+                project_id,
+                exc,
+            )
+            return
+
+
 def hand_over(job_id: str, attempt: int, project_id: int, when: datetime, timeout: int) -> bool:
     """A QUEUED attempt for ``when``: wake the release loop if due, else schedule it."""
     if when <= clock.utcnow():

@@ -18,9 +18,11 @@ a few multi-row statements whatever the batch size (DESIGN.md §10):
    lock convoy of bench/README). When not all of them fit, the statement inserts nothing; the
    counter is read and the first items that fit are inserted instead, the rest refused with
    LIMIT_REACHED. SQLite runs the same steps in one transaction (its write lock serializes);
-3. the hand-off of the created jobs to Redis in one pipeline (``transport.admit``): one wake-up
-   of the release loop for the jobs due now, one ``ZADD`` for the timed ones, and the metrics
-   counter. If Redis is down the jobs stay in the database, flagged for the reconciler.
+3. the hand-off of the created jobs to Redis in one pipeline (``transport.admit``): for the
+   jobs due now, a worker is asked to pull the project's due attempts (a mark and, when none
+   is pending yet, one RQ job: a second round trip), one ``ZADD`` for the timed ones, and the
+   metrics counter. If Redis is down the jobs stay in the database, flagged for the
+   reconciler.
 
 The 201 promise holds: the statement has committed before anything goes to Redis or back to
 the client.
@@ -72,8 +74,9 @@ class Outcome:
 def create(principal: Principal, data: DispatchInput) -> tuple[Job, bool]:
     """Accept one job; return it and whether it was created (False: an idempotent repeat).
 
-    A job is created QUEUED; one due now wakes the release loop (which releases it under the
-    project's flow control within milliseconds), a later one is registered with the scheduler.
+    A job is created QUEUED; one due now is pulled by a delivery worker (which releases it
+    under the project's flow control and sends it at once, ``jobs.pull``), a later one is
+    registered with the scheduler.
 
     Raises:
         LimitReached: the team's monthly quota is used up.

@@ -46,6 +46,8 @@ class Released:
     groups: list[tuple[str, list[Ref]]] = field(default_factory=list)
     #: Earliest time a waiting project may release again because of a pause or its rate.
     next_wake: datetime | None = None
+    #: Projects left with due attempts waiting for a slot (flagged ``waiting`` in SQL).
+    waiting: set[int] = field(default_factory=set)
 
     @property
     def refs(self) -> list[Ref]:
@@ -240,6 +242,8 @@ def release_locked(
             # It spent its last rate token: look again when the next one comes.
             wake_at = flow.next_token_at(settings[project_id], state, now)
         save_flow(project_id, state, waiting=waiting, wake_at=wake_at if waiting else None)
+        if waiting:
+            result.waiting.add(project_id)
         if waiting and wake_at is not None:
             result.next_wake = min(filter(None, [result.next_wake, wake_at]))
     return result
