@@ -15,7 +15,7 @@ from flask import current_app
 from .. import callbacks, clock, endpoint_health, metrics, plans, retry, transport, webhooks
 from ..extensions import db
 from ..ids import new_id
-from ..models import Attempt, Job, Project
+from ..models import Attempt, Project
 from ..outbound import Result
 from .handoff import schedule, wake_projects
 from .release import (
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 #: An attempt reaching a worker up to this early waits it out; earlier goes back to the scheduler.
 MAX_EARLY_SECONDS = 2.0
 attempts_table = Attempt.__table__
+projects_table = Project.__table__
 Ref = tuple[str, int]
 
 
@@ -125,6 +126,7 @@ def pull(project_ids: list[int], worker_id: str, room: int) -> list[Delivery]:
                 limit=min(room, HAND_OVER_BATCH),
                 one_group=True,
                 now=now,
+                settings=settings,
             )
             if released.refs:
                 deliveries, _ = claim_locked(worker_id, released.refs, worker_id, now)
@@ -144,29 +146,30 @@ def claim_locked(
     """``claim`` inside the caller's transaction: the deliveries, and the rows of attempts that
     came too early (the caller hands them back after its commit)."""
     wanted = dict(refs)
+    job, project = jobs_table.c, projects_table.c  # Core columns: no ORM compile step
     rows = db.session.execute(
         plans.select_with_plan(
-            Job.id,
-            Job.status,
-            Job.attempts,
-            Job.holder,
-            Job.payload,
-            Job.next_attempt_at,
-            Job.scheduled_for,
-            Job.retry_base,
-            Job.max_retries,
-            Project.id.label("project_id"),
-            Project.webhook_url,
-            Project.webhook_secret,
-            Project.previous_webhook_secret,
-            Project.secret_rotated_at,
-            Project.webhook_bearer_token,
-            Project.send_bearer,
-            Job.callback_url,  # callbacks (DESIGN.md §11)
-            Job.failure_callback_url,
+            job.id,
+            job.status,
+            job.attempts,
+            job.holder,
+            job.payload,
+            job.next_attempt_at,
+            job.scheduled_for,
+            job.retry_base,
+            job.max_retries,
+            project.id.label("project_id"),
+            project.webhook_url,
+            project.webhook_secret,
+            project.previous_webhook_secret,
+            project.secret_rotated_at,
+            project.webhook_bearer_token,
+            project.send_bearer,
+            job.callback_url,  # callbacks (DESIGN.md §11)
+            job.failure_callback_url,
         )
-        .join(Job, Job.project_id == Project.id)
-        .where(Job.id.in_(list(wanted)))
+        .join(jobs_table, job.project_id == project.id)
+        .where(job.id.in_(list(wanted)))
     ).all()
     live, early = [], []
     for row in rows:
