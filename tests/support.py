@@ -53,6 +53,8 @@ class Receiver:
     #: Requests being answered right now, per path, and the most seen at once.
     in_flight: dict[str, int] = field(default_factory=dict)
     max_in_flight: dict[str, int] = field(default_factory=dict)
+    #: Requests whose sender went away before the whole body arrived (not recorded).
+    incomplete: int = 0
 
     def start(self) -> Receiver:
         receiver = self
@@ -66,6 +68,14 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died between the headers and the body (a worker SIGKILLed
+                    # mid-request): no webhook server acts on half a request, so it is not
+                    # recorded, and nobody is left to answer.
+                    with receiver.lock:
+                        receiver.incomplete += 1
+                    self.close_connection = True
+                    return
                 with receiver.lock:
                     receiver.requests.append(
                         Received(self.path, dict(self.headers.items()), body, time.time())

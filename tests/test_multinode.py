@@ -375,8 +375,8 @@ def test_two_of_everything_survive_kills_and_a_database_restart(private_db, redi
     by_job: dict[str, list] = {}
     for row in attempts:
         by_job.setdefault(row.job_id, []).append(row)
-    # (A lost attempt may have been cut before its request left; a connection error may be a
-    # reset before the receiver's handler saw it: its small listen backlog overflows in bursts.)
+    # (A lost attempt may have been cut before its request left, or halfway, which the receiver
+    # does not record; a connection error may be a reset before the receiver's handler saw it.)
     maybe_unseen = ("worker_lost", "connection_error")
     for row in attempts:
         if row.outcome not in maybe_unseen:
