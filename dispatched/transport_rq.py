@@ -113,6 +113,21 @@ def _unavailable(exc: RedisError) -> TransportUnavailable:
     return TransportUnavailable(str(exc))
 
 
+def _task(func: str, args: tuple[Any, ...], job_id: str, description: str, **extra: Any) -> Any:
+    """An RQ job for a delivery worker: short (HAND_OVER_TIMEOUT: it only hands work to the
+    engine's threads), no result kept, a failure kept for inspection."""
+    return Queue.prepare_data(
+        func,
+        args=args,
+        job_id=job_id,
+        timeout=HAND_OVER_TIMEOUT,
+        result_ttl=0,
+        failure_ttl=FAILURE_TTL,
+        description=description,
+        **extra,
+    )
+
+
 def hand_over(groups: list[Group], timeout: int) -> None:
     """Enqueue one RQ job per group, all in one pipeline."""
     del timeout  # the HTTP timeout is the worker's business; the hand-over itself is short
@@ -122,14 +137,11 @@ def hand_over(groups: list[Group], timeout: int) -> None:
         for holder, refs in groups:
             rq_id = holder.removeprefix("rq:") if holder else new_id("hand")
             datas.append(
-                Queue.prepare_data(
+                _task(
                     DELIVER_BATCH_TASK,
-                    args=(holder, [list(ref) for ref in refs]),
-                    job_id=rq_id,
-                    timeout=HAND_OVER_TIMEOUT,
-                    result_ttl=0,
-                    failure_ttl=FAILURE_TTL,
-                    description=f"deliver {len(refs)} attempts",
+                    (holder, [list(ref) for ref in refs]),
+                    rq_id,
+                    f"deliver {len(refs)} attempts",
                 )
             )
         queue.enqueue_many(datas)
@@ -142,15 +154,12 @@ def send_test_event(project_id: int, event_id: str, queue_ttl: int) -> None:
     try:
         _queue().enqueue_many(
             [
-                Queue.prepare_data(
+                _task(
                     DELIVER_TEST_EVENT_TASK,
-                    args=(project_id, event_id),
-                    job_id=event_id,
-                    timeout=HAND_OVER_TIMEOUT,
+                    (project_id, event_id),
+                    event_id,
+                    f"test event {event_id} of project {project_id}",
                     ttl=queue_ttl,
-                    result_ttl=0,
-                    failure_ttl=FAILURE_TTL,
-                    description=f"test event {event_id} of project {project_id}",
                 )
             ]
         )
@@ -163,14 +172,11 @@ def send_callbacks(callback_ids: list[str]) -> None:
     try:
         _queue().enqueue_many(
             [
-                Queue.prepare_data(
+                _task(
                     DELIVER_CALLBACKS_TASK,
-                    args=(list(callback_ids),),
-                    job_id=new_id("hand"),
-                    timeout=HAND_OVER_TIMEOUT,
-                    result_ttl=0,
-                    failure_ttl=FAILURE_TTL,
-                    description=f"send {len(callback_ids)} callbacks",
+                    (list(callback_ids),),
+                    new_id("hand"),
+                    f"send {len(callback_ids)} callbacks",
                 )
             ]
         )
@@ -214,14 +220,11 @@ def admit(
         if fresh:
             _queue(conn).enqueue_many(
                 [
-                    Queue.prepare_data(
+                    _task(
                         DELIVER_DUE_TASK,
-                        args=(fresh,),
-                        job_id=new_id("hand"),
-                        timeout=HAND_OVER_TIMEOUT,
-                        result_ttl=0,
-                        failure_ttl=FAILURE_TTL,
-                        description=f"pull the due attempts of project {fresh[0]}",
+                        (fresh,),
+                        new_id("hand"),
+                        f"pull the due attempts of project {fresh[0]}",
                     )
                 ]
             )

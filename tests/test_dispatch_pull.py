@@ -10,10 +10,11 @@ import sqlalchemy as sa
 
 from dispatched import jobs
 from dispatched.extensions import db
-from dispatched.models import Attempt, Job, Project, ProjectFlow
+from dispatched.models import Attempt, Job, ProjectFlow
 from dispatched.transport_rq import DUE_KEY
 from tests.support import answer, due_now, handed_over, wait_for, wakes
 from tests.support import dispatch_over_http as dispatch_http
+from tests.test_engine_e2e import set_flow
 
 
 def dispatch(client, team, n=1, **body):
@@ -41,13 +42,6 @@ def waiting(app, project_id):
         ).scalar()
         db.session.rollback()
     return bool(value)
-
-
-def set_flow(app, project_id, parallelism=None, rate=None):
-    with app.app_context():
-        project = db.session.get(Project, project_id)
-        project.parallelism, project.rate_per_second = parallelism, rate
-        db.session.commit()
 
 
 def take_pulls(redis):
