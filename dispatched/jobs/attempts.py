@@ -4,6 +4,7 @@ FAILED), hand back early ones."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -146,31 +147,7 @@ def claim_locked(
     """``claim`` inside the caller's transaction: the deliveries, and the rows of attempts that
     came too early (the caller hands them back after its commit)."""
     wanted = dict(refs)
-    job, project = jobs_table.c, projects_table.c  # Core columns: no ORM compile step
-    rows = db.session.execute(
-        plans.select_with_plan(
-            job.id,
-            job.status,
-            job.attempts,
-            job.holder,
-            job.payload,
-            job.next_attempt_at,
-            job.scheduled_for,
-            job.retry_base,
-            job.max_retries,
-            project.id.label("project_id"),
-            project.webhook_url,
-            project.webhook_secret,
-            project.previous_webhook_secret,
-            project.secret_rotated_at,
-            project.webhook_bearer_token,
-            project.send_bearer,
-            job.callback_url,  # callbacks (DESIGN.md §11)
-            job.failure_callback_url,
-        )
-        .join(jobs_table, job.project_id == project.id)
-        .where(job.id.in_(list(wanted)))
-    ).all()
+    rows = db.session.execute(_claim_select(), {"ids": list(wanted)}).all()
     live, early = [], []
     for row in rows:
         if row.status != S.DISPATCHED or row.attempts != wanted[row.id] - 1 or row.holder != holder:
@@ -190,7 +167,7 @@ def claim_locked(
         S.DISPATCHED,
         S.STARTED,
         guard={"holder": holder},
-        attempts=jobs_table.c.attempts + 1,
+        increment=("attempts",),
         started_at=now,
         holder=worker_id,
         updated_at=now,
@@ -216,13 +193,67 @@ def claim_locked(
         )
     if deliveries:
         db.session.execute(
-            sa.insert(attempts_table),
+            _attempt_insert(),
             [
                 dict(id=d.attempt_id, job_id=d.job_id, number=d.attempt_number, started_at=now)
                 for d in deliveries
             ],
         )
     return deliveries, early
+
+
+@functools.cache
+def _claim_select() -> sa.Select:
+    """What a claim reads of its jobs (``ids``) and their projects; built once (the engine's hot
+    statements are, see ``release``), from Core columns (no ORM compile step)."""
+    job, project = jobs_table.c, projects_table.c
+    return (
+        plans.select_with_plan(
+            job.id,
+            job.status,
+            job.attempts,
+            job.holder,
+            job.payload,
+            job.next_attempt_at,
+            job.scheduled_for,
+            job.retry_base,
+            job.max_retries,
+            project.id.label("project_id"),
+            project.webhook_url,
+            project.webhook_secret,
+            project.previous_webhook_secret,
+            project.secret_rotated_at,
+            project.webhook_bearer_token,
+            project.send_bearer,
+            job.callback_url,  # callbacks (DESIGN.md §11)
+            job.failure_callback_url,
+        )
+        .join(jobs_table, job.project_id == project.id)
+        .where(job.id.in_(sa.bindparam("ids", expanding=True)))
+    )
+
+
+@functools.cache
+def _attempt_insert() -> sa.Insert:
+    return sa.insert(attempts_table)
+
+
+@functools.cache
+def _attempt_finish() -> sa.Update:
+    """Write an attempt's result (run with one parameter set per attempt)."""
+    return (
+        sa.update(attempts_table)
+        .where(attempts_table.c.id == sa.bindparam("attempt_id"))
+        .values(
+            finished_at=sa.bindparam("finished"),
+            duration_ms=sa.bindparam("duration_ms"),
+            http_status=sa.bindparam("http_status"),
+            response_excerpt=sa.bindparam("excerpt"),
+            error=sa.bindparam("error"),
+            outcome=sa.bindparam("outcome"),
+            lateness_ms=sa.bindparam("lateness_ms"),
+        )
+    )
 
 
 def _hand_back(job_id: str, attempts: int, holder: str | None, due: datetime, plan: str) -> None:
@@ -364,20 +395,11 @@ def _record(
     recorded = [f for f in finished if outcome[f.delivery.job_id] is not None]
     if recorded:
         db.session.execute(
-            sa.update(attempts_table)
-            .where(attempts_table.c.id == sa.bindparam("attempt_id"))
-            .values(
-                finished_at=now,
-                duration_ms=sa.bindparam("duration_ms"),
-                http_status=sa.bindparam("http_status"),
-                response_excerpt=sa.bindparam("excerpt"),
-                error=sa.bindparam("error"),
-                outcome=sa.bindparam("outcome"),
-                lateness_ms=sa.bindparam("lateness_ms"),
-            ),
+            _attempt_finish(),
             [
                 dict(
                     attempt_id=f.delivery.attempt_id,
+                    finished=now,
                     duration_ms=f.result.duration_ms,
                     http_status=f.result.http_status,
                     excerpt=f.result.excerpt,

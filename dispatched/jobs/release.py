@@ -11,6 +11,7 @@ delivery of the project releases the next one at once (work-conserving).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import defaultdict
@@ -58,22 +59,7 @@ class Released:
 def lock_flow(project_id: int) -> flow.State:
     """Lock the project's flow row for this transaction and return its state (creating it)."""
     for _ in range(2):
-        row = db.session.execute(
-            sa.update(flow_table)
-            .where(flow_table.c.project_id == project_id)
-            .values(version=flow_table.c.version + 1)
-            .returning(
-                flow_table.c.effective,
-                flow_table.c.streak,
-                flow_table.c.paused_until,
-                flow_table.c.tokens,
-                flow_table.c.tokens_at,
-                # Endpoint health (DESIGN.md §12; ``endpoint_health``).
-                flow_table.c.endpoint_paused_at,
-                flow_table.c.endpoint_probe_at,
-                flow_table.c.slow_start,
-            )
-        ).first()
+        row = db.session.execute(_lock_statement(), {"pid": project_id}).first()
         if row is not None:
             return flow.State(*row)
         try:
@@ -88,48 +74,107 @@ def lock_flow(project_id: int) -> flow.State:
     raise RuntimeError(f"project {project_id} has no flow row and none could be made")
 
 
-def save_flow(project_id: int, state: flow.State, **values: object) -> None:
-    db.session.execute(
+# The engine's hot statements are built once, with bind parameters (``functools.cache``): for a
+# statement run per delivery, building it and computing its cache key cost about as much CPU as
+# executing it (bench/README, sixth look).
+
+
+@functools.cache
+def _lock_statement() -> sa.Update:
+    return (
         sa.update(flow_table)
-        .where(flow_table.c.project_id == project_id)
-        .values(
-            effective=state.effective,
-            streak=state.streak,
-            paused_until=state.paused_until,
-            tokens=state.tokens,
-            tokens_at=state.tokens_at,
-            slow_start=state.slow_start,  # endpoint health (DESIGN.md §12)
-            **values,
+        .where(flow_table.c.project_id == sa.bindparam("pid"))
+        .values(version=flow_table.c.version + 1)
+        .returning(
+            flow_table.c.effective,
+            flow_table.c.streak,
+            flow_table.c.paused_until,
+            flow_table.c.tokens,
+            flow_table.c.tokens_at,
+            # Endpoint health (DESIGN.md §12; ``endpoint_health``).
+            flow_table.c.endpoint_paused_at,
+            flow_table.c.endpoint_probe_at,
+            flow_table.c.slow_start,
         )
+    )
+
+
+def save_flow(project_id: int, state: flow.State, **values: object) -> None:
+    params = {f"v_{name}": value for name, value in values.items()}
+    params.update(
+        pid=project_id,
+        v_effective=state.effective,
+        v_streak=state.streak,
+        v_paused_until=state.paused_until,
+        v_tokens=state.tokens,
+        v_tokens_at=state.tokens_at,
+        v_slow_start=state.slow_start,  # endpoint health (DESIGN.md §12)
+    )
+    db.session.execute(_save_statement(tuple(sorted(values))), params)
+
+
+@functools.lru_cache(maxsize=16)
+def _save_statement(extra: tuple[str, ...]) -> sa.Update:
+    """The flow row's UPDATE, writing the state and the ``extra`` columns (``v_<name>``)."""
+    names = ("effective", "streak", "paused_until", "tokens", "tokens_at", "slow_start") + extra
+    return (
+        sa.update(flow_table)
+        .where(flow_table.c.project_id == sa.bindparam("pid"))
+        .values({name: sa.bindparam(f"v_{name}") for name in names})
     )
 
 
 def settings_of(project_ids: Iterable[int]) -> dict[int, flow.Settings]:
     """Flow settings of the projects, bounded by their plans."""
-    # Core columns, not ORM attributes: this runs for every release and pull, and the ORM's
-    # compile step costs about 0.1 ms of CPU per statement (bench/README, fifth look).
-    rows = db.session.execute(
-        plans.select_with_plan(
-            projects_table.c.id, projects_table.c.parallelism, projects_table.c.rate_per_second
-        ).where(projects_table.c.id.in_(list(project_ids)))
-    ).all()
+    rows = db.session.execute(_settings_select(), {"ids": list(project_ids)}).all()
     return {
         row.id: flow.settings_of(row.parallelism, row.rate_per_second, plans.get(row.plan))
         for row in rows
     }
 
 
+@functools.cache
+def _settings_select() -> sa.Select:
+    # Core columns, not ORM attributes: the ORM's compile step costs about 0.1 ms of CPU per
+    # statement (bench/README, fifth look).
+    project = projects_table.c
+    return plans.select_with_plan(project.id, project.parallelism, project.rate_per_second).where(
+        project.id.in_(sa.bindparam("ids", expanding=True))
+    )
+
+
 def in_flight(project_ids: Iterable[int]) -> dict[int, int]:
     """Attempts of each project that are DISPATCHED or STARTED."""
-    rows = db.session.execute(
+    rows = db.session.execute(_in_flight_select(), {"ids": list(project_ids)}).all()
+    return dict(rows)  # type: ignore[arg-type]
+
+
+@functools.cache
+def _in_flight_select() -> sa.Select:
+    return (
         sa.select(jobs_table.c.project_id, sa.func.count())
         .where(
-            jobs_table.c.project_id.in_(list(project_ids)),
+            jobs_table.c.project_id.in_(sa.bindparam("ids", expanding=True)),
             jobs_table.c.status.in_([S.DISPATCHED, S.STARTED]),
         )
         .group_by(jobs_table.c.project_id)
-    ).all()
-    return dict(rows)  # type: ignore[arg-type]
+    )
+
+
+@functools.cache
+def _due_select() -> sa.Select:
+    """A project's oldest due attempts (``pid``, ``now``, at most ``lim``)."""
+    job = jobs_table.c
+    return (
+        sa.select(job.id, job.attempts)
+        .where(
+            job.project_id == sa.bindparam("pid"),
+            job.status == S.QUEUED,
+            job.next_attempt_at <= sa.bindparam("now"),
+        )
+        .order_by(job.next_attempt_at, job.id)
+        .limit(sa.bindparam("lim"))
+    )
 
 
 def release(
@@ -209,14 +254,7 @@ def release_locked(
     waits: dict[int, tuple[bool, datetime | None]] = {}
     for project_id, share in shares.items():
         rows = db.session.execute(
-            sa.select(jobs_table.c.id, jobs_table.c.attempts)
-            .where(
-                jobs_table.c.project_id == project_id,
-                jobs_table.c.status == S.QUEUED,
-                jobs_table.c.next_attempt_at <= now,
-            )
-            .order_by(jobs_table.c.next_attempt_at, jobs_table.c.id)
-            .limit(share + 1)
+            _due_select(), {"pid": project_id, "now": now, "lim": share + 1}
         ).all()
         picked[project_id] = [(job_id, attempts) for job_id, attempts in rows[:share]]
         allowed, wake_at = budgets[project_id]
@@ -342,21 +380,24 @@ def flow_flags(project_ids: Iterable[int]) -> tuple[set[int], set[int], set[int]
     """Of the projects: those waiting for a slot, those throttled (effective parallelism
     below their setting), and those whose endpoint is failing or paused (endpoint health,
     DESIGN.md §12); one read, no lock."""
-    rows = db.session.execute(
-        sa.select(
-            flow_table.c.project_id,
-            flow_table.c.waiting,
-            flow_table.c.effective.is_not(None),
-            sa.or_(  # endpoint health
-                flow_table.c.endpoint_failures > 0, flow_table.c.endpoint_paused_at.is_not(None)
-            ),
-        ).where(flow_table.c.project_id.in_(list(project_ids)))
-    ).all()
+    rows = db.session.execute(_flags_select(), {"ids": list(project_ids)}).all()
     return (
         {pid for pid, waiting, _, _ in rows if waiting},
         {pid for pid, _, low, _ in rows if low},
         {pid for pid, _, _, failing in rows if failing},
     )
+
+
+@functools.cache
+def _flags_select() -> sa.Select:
+    return sa.select(
+        flow_table.c.project_id,
+        flow_table.c.waiting,
+        flow_table.c.effective.is_not(None),
+        sa.or_(  # endpoint health
+            flow_table.c.endpoint_failures > 0, flow_table.c.endpoint_paused_at.is_not(None)
+        ),
+    ).where(flow_table.c.project_id.in_(sa.bindparam("ids", expanding=True)))
 
 
 def press_locked(
