@@ -1,6 +1,8 @@
-"""Diagnostic: CPU per execution of the delivery engine's flow-settings select, built from Core
-columns (what ``release.settings_of`` runs now) against the same select from ORM attributes
-(what it ran before), in-process, one thread, on a real database. The last line is the ratio.
+"""Diagnostic: CPU per execution of the delivery engine's flow-settings select, three ways:
+built per call from ORM attributes (what ``release.settings_of`` ran until the fifth look),
+built per call from Core columns (until the sixth look), and built once with an expanding bind
+parameter (what it runs now: ``release._settings_select()``, whose cache key SQLAlchemy then
+computes once). In-process, one thread, on a real database. The last line is the ratios.
 
     .venv/bin/python bench/select_cost.py --db postgres
 """
@@ -57,6 +59,11 @@ def main() -> None:
                 .where(projects.c.id.in_(ids))
             ).all()
 
+        from dispatched.jobs.release import _settings_select
+
+        def prebuilt() -> None:
+            db.session.execute(_settings_select(), {"ids": ids}).all()
+
         def cost(run: Callable[[], None]) -> float:
             for _ in range(200):  # warm the statement cache and the connection
                 run()
@@ -65,17 +72,19 @@ def main() -> None:
                 run()
             return (time.process_time() - start) / args.n * 1e6
 
-        results: dict[str, list[float]] = {"orm": [], "core": []}
-        for _ in range(3):  # interleaved, so drift hits both alike
+        results: dict[str, list[float]] = {"orm": [], "core": [], "prebuilt": []}
+        for _ in range(3):  # interleaved, so drift hits each alike
             results["orm"].append(cost(orm))
             results["core"].append(cost(core))
+            results["prebuilt"].append(cost(prebuilt))
         db.session.rollback()
     best = {name: min(values) for name, values in results.items()}
     for name, values in results.items():
-        log(f"  {name:>4}: {', '.join(f'{v:.0f}' for v in values)} µs CPU per execution")
+        log(f"  {name:>8}: {', '.join(f'{v:.0f}' for v in values)} µs CPU per execution")
     log(
-        f"RATIO core / ORM CPU per execution [{args.db}] = {best['core'] / best['orm']:.2f}  "
-        f"({best['core']:.0f} µs / {best['orm']:.0f} µs, best of 3 x {args.n})"
+        f"RATIO CPU per execution [{args.db}]: core / ORM = {best['core'] / best['orm']:.2f}, "
+        f"prebuilt / core = {best['prebuilt'] / best['core']:.2f}  ({best['orm']:.0f} / "
+        f"{best['core']:.0f} / {best['prebuilt']:.0f} µs, best of 3 x {args.n})"
     )
 
 
