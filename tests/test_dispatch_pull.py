@@ -159,3 +159,74 @@ def test_a_worker_alone_delivers_an_immediate_job_without_the_scheduler(
         message="3 jobs COMPLETED",
     )
     assert sorted(r.json["jobId"] for r in receiver.received("/alone")) == sorted(ids)
+
+
+def test_the_prebuilt_move_guards_on_status_attempts_and_holder(app, client, team):
+    """``move_many`` (one prebuilt UPDATE per shape, with bind parameters) moves exactly the
+    refs still in the source status at that attempt count and with the guarded holder; it
+    increments and writes what it is told, and a second call of the same shape with other
+    values binds them afresh (a statement cached with the first call's values would not)."""
+    from datetime import UTC, datetime
+
+    from dispatched.jobs.transitions import InvalidTransition, move_many
+
+    a, b, c = dispatch(client, team, 3, scheduleFor="2027-06-01T00:00:00Z")
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with app.app_context():
+        moved = move_many(
+            [(a, 0), (b, 1), (c, 0)], "QUEUED", "DISPATCHED", guard={"holder": None}, holder="h1"
+        )
+        assert moved == {a, c}  # b: wrong attempt count
+        db.session.commit()
+        moved = move_many(
+            [(a, 0), (c, 0)],
+            "DISPATCHED",
+            "STARTED",
+            guard={"holder": "h2"},  # a different holder: nothing moves
+            increment=("attempts",),
+            started_at=at,
+            holder="w",
+        )
+        assert moved == set()
+        moved = move_many(
+            [(a, 0), (c, 0)],
+            "DISPATCHED",
+            "STARTED",
+            guard={"holder": "h1"},
+            increment=("attempts",),
+            started_at=at,
+            holder="w",
+        )
+        assert moved == {a, c}
+        db.session.commit()
+        rows = {
+            row.id: row
+            for row in db.session.execute(
+                sa.select(Job.id, Job.status, Job.attempts, Job.holder, Job.started_at).where(
+                    Job.id.in_([a, b, c])
+                )
+            )
+        }
+        db.session.rollback()
+        with pytest.raises(InvalidTransition):
+            move_many([(a, 1)], "STARTED", "DISPATCHED")
+    assert (rows[a].status, rows[a].attempts, rows[a].holder) == ("STARTED", 1, "w")
+    assert rows[a].started_at == at and rows[c].status == "STARTED"
+    assert (rows[b].status, rows[b].attempts, rows[b].holder) == ("QUEUED", 0, None)
+
+
+def test_saving_the_flow_row_writes_the_state_and_refuses_a_state_column_as_a_value(app, team):
+    from dataclasses import replace
+
+    from dispatched.jobs.release import lock_flow, save_flow
+
+    with app.app_context():
+        state = lock_flow(team.project_id)
+        save_flow(team.project_id, replace(state, effective=2, streak=7), waiting=True)
+        db.session.commit()
+        again = lock_flow(team.project_id)
+        with pytest.raises(TypeError, match="come from the state"):
+            save_flow(team.project_id, again, effective=3)
+        db.session.rollback()
+    assert (again.effective, again.streak) == (2, 7)
+    assert waiting(app, team.project_id)

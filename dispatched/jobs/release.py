@@ -99,7 +99,14 @@ def _lock_statement() -> sa.Update:
     )
 
 
+#: The flow row's columns that ``save_flow`` writes from the state.
+STATE_COLUMNS = ("effective", "streak", "paused_until", "tokens", "tokens_at", "slow_start")
+
+
 def save_flow(project_id: int, state: flow.State, **values: object) -> None:
+    """Write the project's flow state, and ``values`` (other flow columns, e.g. ``waiting``)."""
+    if clash := values.keys() & set(STATE_COLUMNS):
+        raise TypeError(f"save_flow: {sorted(clash)} come from the state, not from values")
     params = {f"v_{name}": value for name, value in values.items()}
     params.update(
         pid=project_id,
@@ -116,7 +123,7 @@ def save_flow(project_id: int, state: flow.State, **values: object) -> None:
 @functools.lru_cache(maxsize=16)
 def _save_statement(extra: tuple[str, ...]) -> sa.Update:
     """The flow row's UPDATE, writing the state and the ``extra`` columns (``v_<name>``)."""
-    names = ("effective", "streak", "paused_until", "tokens", "tokens_at", "slow_start") + extra
+    names = STATE_COLUMNS + extra
     return (
         sa.update(flow_table)
         .where(flow_table.c.project_id == sa.bindparam("pid"))
@@ -173,7 +180,7 @@ def _due_select() -> sa.Select:
             job.next_attempt_at <= sa.bindparam("now"),
         )
         .order_by(job.next_attempt_at, job.id)
-        .limit(sa.bindparam("lim"))
+        .limit(sa.bindparam("lim", type_=sa.Integer))
     )
 
 

@@ -115,7 +115,8 @@ def move_many(
     """Move every job of ``refs`` (``(job_id, attempts made)`` pairs) that is still in
     ``from_status`` at that count; return the ids that moved. The caller commits.
 
-    ``increment`` names columns to add 1 to. The delivery engine runs this for every batch, so
+    ``values`` are plain values (bound as parameters); ``increment`` names columns to add 1
+    to (the one SQL expression a move needs). The delivery engine runs this for every batch, so
     the UPDATE is built once per shape (from, to, guard and value names) with bind parameters:
     its construction and cache key cost more CPU than its execution (bench/README, sixth look).
     """
