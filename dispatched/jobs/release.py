@@ -99,7 +99,8 @@ def _lock_statement() -> sa.Update:
     )
 
 
-#: The flow row's columns that ``save_flow`` writes from the state.
+#: The flow row's columns that ``save_flow`` writes from the state (same names on
+#: ``flow.State``; ``slow_start`` is endpoint health's, DESIGN.md §12).
 STATE_COLUMNS = ("effective", "streak", "paused_until", "tokens", "tokens_at", "slow_start")
 
 
@@ -108,15 +109,7 @@ def save_flow(project_id: int, state: flow.State, **values: object) -> None:
     if clash := values.keys() & set(STATE_COLUMNS):
         raise TypeError(f"save_flow: {sorted(clash)} come from the state, not from values")
     params = {f"v_{name}": value for name, value in values.items()}
-    params.update(
-        pid=project_id,
-        v_effective=state.effective,
-        v_streak=state.streak,
-        v_paused_until=state.paused_until,
-        v_tokens=state.tokens,
-        v_tokens_at=state.tokens_at,
-        v_slow_start=state.slow_start,  # endpoint health (DESIGN.md §12)
-    )
+    params.update({f"v_{name}": getattr(state, name) for name in STATE_COLUMNS}, pid=project_id)
     db.session.execute(_save_statement(tuple(sorted(values))), params)
 
 
