@@ -18,11 +18,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import requests
 from flask import current_app
-from requests_hardened.ip_filter import InvalidIPAddress, filter_host
 
-from . import clock, endpoint_health, signing
+from . import clock, endpoint_health, outbound, signing
 from .errors import BadRequest
 from .extensions import db
 from .models import Project
@@ -77,7 +75,7 @@ def validate_url(
 
     Unless private webhooks are allowed, the host must resolve to a public address: loopback,
     private, link-local (cloud metadata), CGNAT and similar ranges are refused, using the same
-    filter (requests-hardened) that guards delivery. Unless ``http://`` webhooks are allowed
+    filter (``outbound.forbidden``) that guards delivery. Unless ``http://`` webhooks are allowed
     (production's default: not), the URL must be ``https://``. Both default to the app config.
     Callback URLs follow the same rules: ``name`` is what messages call the URL and ``field``
     the request field the error names (``data.field``).
@@ -111,14 +109,14 @@ def validate_url(
         )
     if not allow_private:
         try:
-            filter_host(parts.hostname, port, allow_loopback=False)
-        except InvalidIPAddress:
+            outbound.check_host(parts.hostname, port)
+        except outbound.PrivateAddress:
             raise BadRequest(
                 f"{name} {url!r} resolves to a private, loopback or link-local address;"
                 " set ALLOW_PRIVATE_WEBHOOKS=1 to allow it",
                 **extra,
             ) from None
-        except (requests.RequestException, UnicodeError, ValueError) as exc:
+        except (OSError, UnicodeError, ValueError) as exc:
             raise BadRequest(
                 f"{name} host {parts.hostname!r} does not resolve: {exc}", **extra
             ) from None

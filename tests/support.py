@@ -55,6 +55,8 @@ class Receiver:
     max_in_flight: dict[str, int] = field(default_factory=dict)
     #: Requests whose sender went away before the whole body arrived (not recorded).
     incomplete: int = 0
+    #: TCP connections accepted (keep-alive: fewer than requests).
+    connections: int = 0
 
     def start(self) -> Receiver:
         receiver = self
@@ -64,6 +66,11 @@ class Receiver:
             # Headers and body go out in two writes; without TCP_NODELAY, Nagle + delayed ACK
             # add ~40 ms to every keep-alive request (found by bench/).
             disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver.lock:
+                    receiver.connections += 1
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))

@@ -91,13 +91,13 @@ def test_outbound_classifies_answers(receiver):
 def test_proxy_variables_are_ignored_for_webhooks(receiver, monkeypatch):
     """A proxy would hide the address the SSRF filter checks: deliveries never use one."""
     url = receiver.on("/direct", answer(200))
-    outbound._sessions.clear()  # a session reads its settings once, when it is made
+    outbound._managers.clear()  # the pools read their settings once, when they are made
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
     try:
         result = outbound.post(url, b"{}", {}, timeout=2, allow_private=True, allow_http=True)
     finally:
-        outbound._sessions.clear()
+        outbound._managers.clear()
     assert result.ok, result
     assert len(receiver.received("/direct")) == 1
 
