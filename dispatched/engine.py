@@ -96,6 +96,9 @@ class DeliveryEngine:
 
     def start(self) -> DeliveryEngine:
         global _current
+        # The connection pools and their TLS context (a CA bundle to load) are made now, not
+        # by the first delivery, which would start that much late.
+        outbound.manager(self.allow_private)
         with self.app.app_context():
             # The scheduler hands over work for threads, not for the line (see ``free``).
             workers.register(self.worker_id, self.threads)

@@ -25,11 +25,13 @@ import email.utils
 import ipaddress
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
 import certifi
 import urllib3
+from urllib3 import HTTPHeaderDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -42,6 +44,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 from urllib3.util.connection import allowed_gai_family
+from urllib3.util.ssl_ import create_urllib3_context
 
 from .version import __version__
 
@@ -76,6 +79,10 @@ EXTRA_BLOCKED = tuple(
         "2001:20::/28",  # ORCHIDv2
         "2002::/16",  # 6to4: embeds an IPv4 address
         "3fff::/20",  # documentation
+        # Older CPythons (before 3.11.10) call these global:
+        "::/96",  # IPv4-compatible (deprecated): embeds an IPv4 address
+        "::ffff:0:0:0/96",  # IPv4-translated
+        "fec0::/10",  # site-local (deprecated)
     )
 )
 
@@ -136,15 +143,23 @@ class _Filtered:
             found = checked_addresses(self._dns_host, self.port)  # type: ignore[attr-defined]
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[attr-defined]
+        # One connect timeout for the whole connection, however many addresses the name has:
+        # a host publishing many unreachable ones must not hold a delivery thread for each.
+        deadline = time.monotonic() + self.timeout  # type: ignore[attr-defined]
         error: OSError | None = None
         for family, kind, proto, _name, sockaddr in found:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                error = TimeoutError("connect timeout")
+                break
             sock = None
             try:
                 sock = socket.socket(family, kind, proto)
                 for option in self.socket_options or ():  # type: ignore[attr-defined]
                     sock.setsockopt(*option)
-                sock.settimeout(self.timeout)  # type: ignore[attr-defined]
+                sock.settimeout(left)
                 sock.connect(sockaddr)
+                sock.settimeout(self.timeout)  # type: ignore[attr-defined]
                 return sock
             except OSError as exc:
                 if sock is not None:
@@ -177,21 +192,32 @@ class _FilteredHTTPSPool(HTTPSConnectionPool):
 _managers: dict[bool, urllib3.PoolManager] = {}
 
 
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings of every delivery: certificates verified against the URL's host name,
+    with certifi's CA bundle or the operator's (``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``, a
+    file or a hashed directory, as requests took them). Built and loaded once: loading a CA
+    bundle for each new connection costs tens of milliseconds of CPU."""
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    bundle = (
+        os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    )
+    if os.path.isdir(bundle):
+        context.load_verify_locations(capath=bundle)
+    else:
+        context.load_verify_locations(cafile=bundle)
+    return context
+
+
 def manager(allow_private: bool) -> urllib3.PoolManager:
     """This process's connection pools, shared by every delivery thread (urllib3's pools are
     thread-safe). No proxy is ever used, whatever the environment says: a proxy would hide the
-    address the filter checks. A custom CA bundle (``REQUESTS_CA_BUNDLE`` or
-    ``CURL_CA_BUNDLE``) is honoured, read once; the default is certifi's."""
+    address the filter checks. TLS: ``tls_context``, read when the pools are made."""
     if allow_private not in _managers:
         pools = urllib3.PoolManager(
             num_pools=POOL_HOSTS,
             maxsize=POOL_PER_HOST,
             cert_reqs="CERT_REQUIRED",
-            ca_certs=(
-                os.environ.get("REQUESTS_CA_BUNDLE")
-                or os.environ.get("CURL_CA_BUNDLE")
-                or certifi.where()
-            ),
+            ssl_context=tls_context(),
         )
         if not allow_private:
             pools.pool_classes_by_scheme = {
@@ -239,6 +265,14 @@ def _read_excerpt(response: urllib3.BaseHTTPResponse, deadline: float) -> str:
     return bytes(data[:EXCERPT_BYTES]).decode("utf-8", "replace")
 
 
+def _with_defaults(headers: dict[str, str]) -> HTTPHeaderDict:
+    """``DEFAULT_HEADERS`` overridden by ``headers``, whatever the case of their names."""
+    merged = HTTPHeaderDict(DEFAULT_HEADERS)
+    for name, value in headers.items():
+        merged[name] = value
+    return merged
+
+
 def post(
     url: str,
     body: bytes,
@@ -265,7 +299,7 @@ def post(
             "POST",
             url,
             body=body,
-            headers={**DEFAULT_HEADERS, **headers},
+            headers=_with_defaults(headers),
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=timeout),
             retries=False,
             redirect=False,

@@ -46,6 +46,9 @@ def fresh_pools() -> Iterator[None]:
         "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
         "2002:a00:1::1",  # 6to4 of 10.0.0.1
         "ff02::1",
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
+        "fec0::1",  # site-local
     ],
 )
 def test_forbidden_addresses(address):
@@ -112,6 +115,36 @@ def test_webhook_urls_are_checked_with_the_same_filter(monkeypatch):
         outbound.check_host("hooks.example.com", 443)
     fake_dns(monkeypatch, ["8.8.8.8"])
     outbound.check_host("hooks.example.com", 443)
+
+
+def test_one_connect_timeout_for_all_the_addresses_of_a_name(monkeypatch):
+    """A name with many addresses that never answer costs one connect timeout, not one per
+    address: a tenant's DNS must not hold a delivery thread for minutes."""
+    import time
+
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)  # never accepted: once its queue is full, connection attempts hang
+        port = full.getsockname()[1]
+        queued = []
+        for _ in range(4):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            queued.append(c)
+        time.sleep(0.2)
+        fake_dns(monkeypatch, ["127.0.0.1"] * 6)
+        monkeypatch.setattr(outbound, "forbidden", lambda ip: False)
+        monkeypatch.setattr(outbound, "CONNECT_TIMEOUT", 0.5)
+        started = time.monotonic()
+        result = outbound.post(
+            f"http://hooks.example.com:{port}/", b"{}", {}, 2, False, allow_http=True
+        )
+        took = time.monotonic() - started
+        for c in queued:
+            c.close()
+    assert result.outcome == "timeout", result
+    assert took < 1.4, f"{took:.2f}s: each of the 6 addresses got its own timeout"
 
 
 def test_connections_are_kept_alive_and_a_body_cut_short_closes_its_own(receiver):
@@ -232,6 +265,28 @@ def test_tls_verifies_the_certificate_against_the_url_host(tls_receiver, monkeyp
     by_ip = outbound.post(f"https://127.0.0.1:{port}/", b"{}", {}, 2, True, allow_http=False)
     assert by_ip.outcome == "connection_error", by_ip
     assert seen == [f"localhost:{port}"]
+
+
+def test_a_ca_directory_is_honoured_as_requests_did(tls_receiver, tmp_path, monkeypatch):
+    """REQUESTS_CA_BUNDLE may name a hashed directory (``c_rehash``), like /etc/ssl/certs."""
+    import shutil
+    import subprocess
+
+    port, cert, seen = tls_receiver
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copy(cert, certs / "dispatched-test.pem")
+    subprocess.run(["openssl", "rehash", str(certs)], check=True, capture_output=True)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs))
+    sent = outbound.post(f"https://localhost:{port}/", b"{}", {}, 2, True, allow_http=False)
+    assert sent.outcome == "success", sent
+
+
+def test_caller_headers_replace_the_defaults_whatever_their_case(receiver):
+    url = receiver.on("/hook", answer(200))
+    assert outbound.post(url, b"{}", {"user-agent": "Custom/1"}, 2, True, allow_http=True).ok
+    [got] = receiver.received("/hook")
+    assert [v for k, v in got.headers.items() if k.lower() == "user-agent"] == ["Custom/1"]
 
 
 def test_tls_through_the_filter_verifies_the_name_not_the_checked_address(
