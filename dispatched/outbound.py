@@ -248,16 +248,14 @@ def _read_excerpt(response: urllib3.BaseHTTPResponse, deadline: float) -> str:
     (keep-alive); one cut short closes it, as what is left of it would precede the next
     answer."""
     data = bytearray()
-    complete = True
+    complete = False
     try:
         for chunk in response.stream(8192):
             data += chunk
             if len(data) > MAX_READ or time.monotonic() > deadline:
-                complete = False
                 break
-    except BaseException:
-        complete = False
-        raise
+        else:
+            complete = True
     finally:
         if not complete:
             response.close()
