@@ -20,6 +20,9 @@ from rq import SimpleWorker
 
 logger = logging.getLogger(__name__)
 
+#: Longest wait (s) on the RQ queue in one go: how late an idle worker may notice a stop signal.
+DEQUEUE_WAIT = 1
+
 
 class DeliveryWorker(SimpleWorker):
     """A SimpleWorker that runs a DeliveryEngine and drains it on SIGTERM/SIGINT."""
@@ -64,6 +67,12 @@ class DeliveryWorker(SimpleWorker):
         needed = min(HAND_OVER_BATCH, self.engine.threads)
         while not self.engine.wait_for_room(needed, timeout=1.0):
             self.heartbeat()
+        if timeout is not None:
+            # The kernel may hand a SIGTERM/SIGINT to any of the engine's threads; Python then
+            # runs the handler (the warm shutdown) only when the main thread next runs Python
+            # code, and RQ's own wait on the queue (a BLMOVE of up to 405 s) would hold an idle
+            # worker's stop that long. Waiting a second at a time, RQ heartbeats and looks again.
+            timeout = min(timeout, DEQUEUE_WAIT)
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def perform_job(self, job: Any, queue: Any) -> bool:

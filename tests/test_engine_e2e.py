@@ -4,15 +4,22 @@ process life."""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import requests
 import sqlalchemy as sa
 
 from dispatched.extensions import db
-from dispatched.models import Attempt, Job, Project, ProjectFlow
-from tests.support import answer, wait_for
+from dispatched.models import Attempt, Job, Project, ProjectFlow, WorkerProcess
+from tests.support import ROOT, answer, wait_for
 from tests.support import dispatch_over_http as dispatch
 
 pytestmark = pytest.mark.slow
@@ -76,7 +83,6 @@ def test_a_process_sends_at_most_its_threads_and_holds_a_few_more_next_in_line(
 ):
     """DELIVERY_CONCURRENCY bounds the requests in flight; the process claims a few more
     (engine.prefetch) so a finishing thread starts the next one at once."""
-    from dispatched.models import WorkerProcess
 
     team = make_team("engine", webhook_url=receiver.on("/lined", answer(200, delay=0.4)))
     processes.start("worker", "worker.py", WORKER_CONCURRENCY="1", DELIVERY_CONCURRENCY="4")
@@ -261,3 +267,81 @@ def test_sigterm_with_50_in_flight_drains_them(app, live_server, make_team, rece
     assert set(statuses(app, ids).values()) == {"COMPLETED"}
     rows = _attempt_outcomes(app, ids)
     assert len(rows) == 55 and {r.outcome for r in rows} == {"success"}
+
+
+def test_the_procfile_under_honcho_stops_on_ctrl_c_without_a_sigkill(
+    app, make_team, receiver, processes, redis
+):
+    """``python3 dev.py run`` is honcho running the Procfile (web, worker, scheduler). Ctrl-C in
+    a terminal sends SIGINT to the whole process group; every process must stop by itself
+    before honcho's 5 s patience runs out and it SIGKILLs the rest (a worker killed so would
+    leave its attempts to the reconciler)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    team = make_team("e2e", webhook_url=receiver.on("/honcho", answer(200)))
+    bin_dir = Path(sys.executable).parent
+    honcho = processes.start_command(
+        "honcho",
+        [str(bin_dir / "honcho"), "-f", str(ROOT / "Procfile"), "start", "-p", str(port)],
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        PORT=str(port),
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def web_up():
+        try:
+            return requests.get(f"{base}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(web_up, timeout=60, interval=0.2, message="the Procfile's web process")
+    # The whole stack works: a job dispatched through its web is delivered by its worker.
+    ids = dispatch(base, team, 3)
+    wait_all(app, ids, timeout=60)
+    assert len(receiver.received("/honcho")) == 3
+
+    stopping = time.monotonic()
+    os.killpg(honcho.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    try:
+        returncode = honcho.wait(30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("honcho still running 30 s after Ctrl-C:\n" + processes.log("honcho"))
+    took = time.monotonic() - stopping
+    log = processes.log("honcho")
+    assert "SIGKILL" not in log, log
+    for name in ("web", "worker", "scheduler"):
+        assert re.search(rf"{name}\.1 stopped \(rc=", log), log
+    assert took < 5, log  # honcho's KILL_WAIT: past it, it would have SIGKILLed
+    assert returncode == 130, log  # honcho's answer to SIGINT
+    # The workers drained and signed off (RQ, and the engine's worker_processes row): nothing
+    # is left for the reconciler to declare lost.
+    assert redis.scard("rq:workers:dispatched") == 0
+    with app.app_context():
+        assert db.session.execute(sa.select(sa.func.count(WorkerProcess.id))).scalar_one() == 0
+        db.session.rollback()
+
+
+def test_an_idle_worker_stops_at_once_whichever_thread_the_signal_lands_on(app, processes, redis):
+    """The kernel hands a process-wide SIGTERM to any thread that does not block it; Python
+    runs the handler in the main thread, but only once that thread runs Python code again.
+    An idle worker's main thread waits on the RQ queue, so that wait must be short: a signal
+    that lands on an engine thread must still stop the worker within seconds (RQ's default
+    wait is 405 s; systemd or honcho would have killed it first)."""
+    import ctypes
+
+    worker = processes.start("worker", "worker.py", WORKER_CONCURRENCY="1")
+    wait_for(lambda: redis.scard("rq:workers:dispatched") >= 1, timeout=30, message="a worker")
+    wait_for(lambda: "Listening on" in processes.log("worker"), timeout=30, message="waiting")
+    time.sleep(0.5)  # the main thread is in its wait on the queue
+    others = [int(t) for t in os.listdir(f"/proc/{worker.pid}/task") if int(t) != worker.pid]
+    assert others, "the engine's threads"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(worker.pid, others[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+    try:
+        worker.wait(5)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the worker was still running 5 s after SIGTERM:\n" + processes.log("worker"))
+    assert worker.returncode == 0, processes.log("worker")
+    assert "Cold shut down" not in processes.log("worker")
+    assert redis.scard("rq:workers:dispatched") == 0
