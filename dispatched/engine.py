@@ -11,7 +11,7 @@ The bookkeeping is batched:
 - the release loop's RQ task hands the engine a group of released attempts (timed ones, and
   what a pull left); ``jobs.claim`` starts them all in one transaction and the threads send
   them;
-- a process holds a few more attempts than it has threads (``prefetch``): the next ones in
+- a process holds half as many attempts again as it has threads (``prefetch``): the next ones in
   line, so a thread that finishes a delivery starts another at once instead of idling while
   the recorder's database cycle concludes the batch and claims replacements (10-30 ms, a tenth
   of a 200 ms request). Only the recorder fills the line, with the next attempts of the
@@ -54,8 +54,8 @@ STUCK_MARGIN = 2.0
 
 
 def prefetch(threads: int) -> int:
-    """Attempts claimed beyond the threads: a quarter of them, at least 2 (see the module)."""
-    return max(2, threads // 4)
+    """Attempts claimed beyond the threads: half as many, at least 2 (see the module)."""
+    return max(2, threads // 2)
 
 
 _current: DeliveryEngine | None = None

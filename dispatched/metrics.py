@@ -151,7 +151,7 @@ def render() -> str:
         lines.append(f'dispatched_worker_in_flight{{worker="{worker_id}"}} {in_flight}')
     lines += [
         "# HELP dispatched_worker_capacity Delivery threads per live worker process"
-        " (DELIVERY_CONCURRENCY); it may hold a quarter more, next in line.",
+        " (DELIVERY_CONCURRENCY); it may hold half as many again, next in line.",
         "# TYPE dispatched_worker_capacity gauge",
     ]
     for worker_id, _, capacity in live:

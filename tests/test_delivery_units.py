@@ -111,11 +111,11 @@ def test_prefetch_and_the_timeout_of_an_attempt_that_waited_in_line(app):
 
     from dispatched.engine import DeliveryEngine, prefetch
 
-    assert [prefetch(n) for n in (1, 4, 8, 64, 100)] == [2, 2, 2, 16, 25]
+    assert [prefetch(n) for n in (1, 4, 8, 64, 100)] == [2, 2, 4, 32, 50]
     app.config["WORKER_LOST_GRACE"] = 15
     engine = DeliveryEngine(app, threads=8)  # not started: no thread, no registration
     try:
-        assert (engine.threads, engine.capacity) == (8, 10)
+        assert (engine.threads, engine.capacity) == (8, 12)
         attempt = SimpleNamespace(job_id="job_1", attempt_number=1, timeout=30)
         now = time.monotonic()
         assert engine._timeout(attempt, now) == 30
