@@ -230,3 +230,27 @@ def test_saving_the_flow_row_writes_the_state_and_refuses_a_state_column_as_a_va
         db.session.rollback()
     assert (again.effective, again.streak) == (2, 7)
     assert waiting(app, team.project_id)
+
+
+def test_a_finished_delivery_starts_its_projects_next_waiting_attempt(
+    app, client, make_team, pull_pass
+):
+    """The recorder's cycle (``jobs.conclude_and_continue``) concludes a delivery and, in the
+    same transaction, releases and claims its project's next waiting attempt (work-conserving)."""
+    from dispatched.jobs.attempts import Finished
+    from dispatched.outbound import Result
+
+    team = make_team("pro")
+    set_flow(app, team.project_id, parallelism=1)
+    ids = dispatch(client, team, 3)
+    [first] = pull_pass()
+    assert waiting(app, team.project_id)
+    with app.app_context():
+        statuses, started = jobs.conclude_and_continue(
+            [Finished(first, Result("success", 5, http_status=200))], "worker-under-test", 10
+        )
+    assert statuses == {first.job_id: "COMPLETED"}
+    assert [d.job_id for d in started] == [ids[1]]  # the oldest waiting, at once
+    assert states(app, ids)[ids[1]] == ("STARTED", "worker-under-test")
+    assert states(app, ids)[ids[2]] == ("QUEUED", None)  # parallelism 1
+    assert waiting(app, team.project_id)
