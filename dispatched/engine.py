@@ -15,7 +15,10 @@ The bookkeeping is batched:
   line, so a thread that finishes a delivery starts another at once instead of idling while
   the recorder's database cycle concludes the batch and claims replacements (10-30 ms, a tenth
   of a 200 ms request). Only the recorder fills the line, with the next attempts of the
-  projects whose deliveries just finished; new work from RQ is taken only for free threads.
+  projects whose deliveries just finished, and only of projects with budget left under their
+  parallelism (``jobs.release.line_shares``: a project near its cap sends from idle threads,
+  here or in another process, rather than wait here); new work from RQ is taken only for
+  free threads.
   A project's parallelism counts them, so its receiver never sees more than its cap; their
   lateness is measured when they are sent;
 - a recorder thread concludes finished attempts in batches and, in the same transaction,
@@ -316,8 +319,10 @@ class DeliveryEngine:
             # The batch's slots stay counted until its replacements are claimed, so the RQ
             # thread cannot take work into room this cycle is about to fill.
             room = self.free() + len(batch) if not self._stopping.is_set() else 0
+            # Of which in the line, not free threads (``jobs.release.line_shares``).
+            line = max(0, room - max(0, self.threads - (self._in_flight - len(batch))))
             try:
-                statuses, deliveries = jobs.conclude_and_continue(batch, self.worker_id, room)
+                statuses, deliveries = jobs.conclude_and_continue(batch, self.worker_id, room, line)
                 break
             except Exception:
                 logger.exception("could not record %d results; retrying in 1 s", len(batch))

@@ -318,12 +318,14 @@ def conclude(finished: list[Finished]) -> dict[str, str | None]:
 
 
 def conclude_and_continue(
-    finished: list[Finished], worker_id: str, room: int
+    finished: list[Finished], worker_id: str, room: int, line: int = 0
 ) -> tuple[dict[str, str | None], list[Delivery]]:
     """The worker's recorder cycle in one transaction: ``conclude`` the batch, then release the
     same projects' next due attempts that wait for a slot (up to ``room``, flow control applied
     as in ``release``) and claim them for ``worker_id``. Work-conserving with no scheduler hop
-    and no RQ job: a finished delivery starts its project's next one at once.
+    and no RQ job: a finished delivery starts its project's next one at once. ``line``: how
+    many places of ``room`` are in the worker's line rather than free threads
+    (``release.line_shares``).
 
     Returns job id → new status (as ``conclude``) and the deliveries to start."""
     now = clock.utcnow()
@@ -352,7 +354,9 @@ def conclude_and_continue(
             waiting |= resumed
         if waiting:
             mine = {pid: states[pid] for pid in waiting}
-            released = release_locked(mine, lambda: worker_id, limit=room, one_group=True, now=now)
+            released = release_locked(
+                mine, lambda: worker_id, limit=room, one_group=True, line=line, now=now
+            )
             if released.refs:
                 deliveries, _ = claim_locked(worker_id, released.refs, worker_id, now)
         db.session.commit()
