@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 
 from dispatched.extensions import db
 from dispatched.models import Attempt, Job, Project, ProjectFlow, WorkerProcess
+from tests.cluster import free_port
 from tests.support import ROOT, answer, wait_for
 from tests.support import dispatch_over_http as dispatch
 
@@ -276,9 +276,7 @@ def test_the_procfile_under_honcho_stops_on_ctrl_c_without_a_sigkill(
     a terminal sends SIGINT to the whole process group; every process must stop by itself
     before honcho's 5 s patience runs out and it SIGKILLs the rest (a worker killed so would
     leave its attempts to the reconciler)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     team = make_team("e2e", webhook_url=receiver.on("/honcho", answer(200)))
     bin_dir = Path(sys.executable).parent
     honcho = processes.start_command(
